@@ -1,0 +1,307 @@
+"""The `loom` command line: run, validate, nodes, extract, cache."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_OK
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="loom", description="Loom: node graphs for diffusion "
+                                "image work. Runs workflows headless; `loom edit` (coming) "
+                                "opens the editor.")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a workflow headless")
+    r.add_argument("workflow", help="a workflow .json, or a PNG that Loom saved")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                   help="change an input first; NODE is a node id or title (repeatable)")
+    r.add_argument("--out", default="output", help="output folder (default: ./output)")
+    r.add_argument("--target", dest="targets", action="append", metavar="NODE",
+                   help="run only what this node needs (default: every output node)")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--cache-dir", help="on-disk output cache folder (default: the user cache)")
+    g.add_argument("--no-disk-cache", action="store_true", help="keep outputs in memory only")
+    r.add_argument("--disk-cache-gb", type=float, default=4.0, help="disk cache size (GiB)")
+    r.add_argument("--events", choices=["json"], help="print one JSON object per event")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="list every problem of a workflow")
+    v.add_argument("workflow")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_validate)
+
+    n = sub.add_parser("nodes", help="list every node type")
+    n.add_argument("--json", action="store_true")
+    n.set_defaults(func=cmd_nodes)
+
+    e = sub.add_parser("extract", help="print the workflow embedded in a PNG")
+    e.add_argument("image")
+    e.set_defaults(func=cmd_extract)
+
+    c = sub.add_parser("cache", help="show or clear the on-disk output cache")
+    c.add_argument("--cache-dir")
+    c.add_argument("--clear", action="store_true")
+    c.set_defaults(func=cmd_cache)
+    return p
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+def _err(msg: str) -> None:
+    print(f"loom: {msg}", file=sys.stderr)
+
+
+def _load(path: str):
+    """A workflow from a .json file or from a PNG Loom saved. Exits 2 with a clear message."""
+    from engine import WorkflowError, load, loads
+
+    try:
+        if Path(path).suffix.lower() == ".png":
+            text = _workflow_text_from_png(path)
+            graph = loads(text, file=path)
+            graph.base_dir = Path(path).resolve().parent
+            return graph
+        return load(path)
+    except WorkflowError as exc:
+        _err(str(exc))
+        raise SystemExit(EXIT_INVALID) from None
+
+
+def _workflow_text_from_png(path: str) -> str:
+    from engine import WorkflowError
+    from engine.pngmeta import WORKFLOW_KEY, NotPNG, read_text
+
+    try:
+        chunks = read_text(path)
+    except (OSError, NotPNG) as exc:
+        raise WorkflowError(path, "", f"cannot read a PNG: {exc}") from None
+    if WORKFLOW_KEY in chunks:
+        return chunks[WORKFLOW_KEY]
+    if "workflow" in chunks or "prompt" in chunks:
+        raise WorkflowError(path, "", "this PNG holds a ComfyUI workflow, not a Loom one")
+    raise WorkflowError(path, "", "this PNG holds no workflow")
+
+
+def apply_sets(graph, sets: list[str]) -> None:
+    """Apply `NODE.INPUT=VALUE` edits; values are JSON where they parse, else text."""
+    from engine import GraphError
+    from engine.types import T
+
+    for item in sets:
+        key, eq, raw = item.partition("=")
+        node_key, dot, input_name = key.rpartition(".")
+        if not eq or not dot or not node_key or not input_name:
+            raise GraphError(f"--set {item!r}: expected NODE.INPUT=VALUE")
+        node = graph.find(node_key)
+        cls = graph.registry.get(node.type)
+        spec = cls.input_map.get(input_name) if cls else None
+        if spec is not None and spec.type in (T.string, T.choice):
+            value: Any = raw
+        else:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+        graph.set_param(node.id, input_name, value)
+
+
+def _make_cache(args):
+    from engine import Cache, DiskCache
+
+    disk = None
+    if not getattr(args, "no_disk_cache", False):
+        from app.paths import cache_dir
+
+        root = Path(args.cache_dir) if args.cache_dir else cache_dir() / "outputs"
+        disk = DiskCache(root, int(args.disk_cache_gb * (1 << 30)))
+    return Cache(disk=disk)
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from engine import CancelToken, Executor, GraphError, InvalidGraph
+
+    graph = _load(args.workflow)
+    try:
+        apply_sets(graph, args.sets)
+    except GraphError as exc:
+        _err(str(exc))
+        return EXIT_INVALID
+    executor = Executor(cache=_make_cache(args), output_dir=args.out)
+    reporter = JsonEvents() if args.events == "json" else TerminalProgress()
+    executor.events.subscribe(reporter)
+    token = CancelToken()
+
+    def on_sigint(signum, frame):
+        if token.cancelled:
+            raise KeyboardInterrupt
+        token.cancel()
+        if args.events != "json":
+            print("\ncancelling (Ctrl-C again to abort at once)...", file=sys.stderr)
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = executor.run(graph, args.targets, cancel=token)
+    except InvalidGraph as exc:
+        if args.events == "json":
+            for p in exc.problems:
+                print(json.dumps({"event": "invalid", **p.to_dict()}), flush=True)
+        _err(str(exc))
+        return EXIT_INVALID
+    finally:
+        signal.signal(signal.SIGINT, old)
+        reporter.close()
+    if result.status == "cancelled":
+        if args.events != "json":
+            _err("cancelled; the cache is intact")
+        return EXIT_CANCELLED
+    if args.events != "json":
+        for f in result.failures.values():
+            _err(_failure_text(graph, f))
+        for nid, why in result.skipped.items():
+            _err(f"{nid}: not run: {why}")
+        for f in result.files:
+            print(f)
+        done = len(result.computed)
+        print(f"{done} node(s) computed, {len(result.plan.cached)} from cache, "
+              f"{result.seconds:.2f} s", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _failure_text(graph, f) -> str:
+    node = graph.nodes.get(f.node)
+    label = f"{node.title or node.type} ({f.node})" if node else f.node
+    text = f"{label} failed: {f.message}"
+    if f.hint and f.hint not in text:
+        text += f"\n  hint: {f.hint}"
+    return text
+
+
+class JsonEvents:
+    def __call__(self, ev) -> None:
+        print(json.dumps(ev.to_json(), default=str), flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class TerminalProgress:
+    """A progress bar on a terminal; one line per node otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        self.types: dict[str, str] = {}
+
+    def __call__(self, ev) -> None:
+        name = ev.event
+        if name == "run_started":
+            total = len(ev.plan["run"])
+            if self.tty and total:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="node", file=sys.stderr, leave=False)
+        elif name == "node_started":
+            self.types[ev.node] = ev.type
+            if self.bar is not None:
+                self.bar.set_description(f"{ev.node} {ev.type}")
+        elif name == "progress" and self.bar is not None:
+            self.bar.set_postfix_str(f"step {ev.step}/{ev.total}")
+        elif name == "node_finished" and not ev.cached:
+            if self.bar is not None:
+                self.bar.update(1)
+            else:
+                print(f"{ev.node} {ev.type}: {ev.seconds:.2f} s", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_validate(args) -> int:
+    from engine import validate
+
+    graph = _load(args.workflow)
+    problems = validate(graph)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in problems], indent=2))
+    else:
+        for p in problems:
+            print(p)
+        n_err = sum(p.severity == "error" for p in problems)
+        print(f"{args.workflow}: {n_err} error(s), {len(problems) - n_err} warning(s)",
+              file=sys.stderr)
+    return EXIT_INVALID if any(p.severity == "error" for p in problems) else EXIT_OK
+
+
+def cmd_nodes(args) -> int:
+    from engine import default_registry
+
+    reg = default_registry()
+    if args.json:
+        print(json.dumps([cls.describe() for cls in reg], indent=2))
+        return EXIT_OK
+    category = None
+    for cls in reg:
+        if cls.category != category:
+            category = cls.category
+            print(f"\n{category}")
+        ins = ", ".join(f"{i.name}: {i.type.value}" for i in cls.inputs)
+        outs = ", ".join(f"{o.name}: {o.type.value}" for o in cls.outputs) or "-"
+        print(f"  {cls.type:<20} {cls.title}  ({ins}) -> {outs}")
+    for name, error in reg.plugin_errors.items():
+        _err(f"node package {name} failed to load: {error}")
+    return EXIT_OK
+
+
+def cmd_extract(args) -> int:
+    from engine import WorkflowError
+
+    try:
+        text = _workflow_text_from_png(args.image)
+    except WorkflowError as exc:
+        _err(str(exc))
+        return EXIT_INVALID
+    try:
+        print(json.dumps(json.loads(text), indent=2, ensure_ascii=False))
+    except ValueError:
+        _err(f"{args.image}: the embedded workflow is not valid JSON")
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def cmd_cache(args) -> int:
+    from engine import DiskCache
+
+    from app.paths import cache_dir
+
+    disk = DiskCache(Path(args.cache_dir) if args.cache_dir else cache_dir() / "outputs")
+    if args.clear:
+        disk.clear()
+    s = disk.summary()
+    print(f"{s['root']}: {s['entries']} entries, {s['bytes'] / (1 << 20):.1f} MiB")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Where Loom keeps things: bundled resources, the user's cache and config folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESOURCES = ROOT / "resources"
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("LOOM_CACHE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("loom", appauthor=False))

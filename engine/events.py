@@ -1,0 +1,105 @@
+"""Run events, delivered to subscribers in order on the thread that runs the graph.
+
+Names follow what ComfyUI users know (execution started, cached, executing, progress,
+executed, error, interrupted), spelled as Loom's `--events json` spells them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .errors import NodeFailure
+
+log = logging.getLogger("loom.events")
+
+
+@dataclass
+class Event:
+    event: ClassVar[str] = ""
+    run_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        d = {"event": self.event}
+        d.update({k: v for k, v in self.__dict__.items() if not k.startswith("_")})
+        return d
+
+
+@dataclass
+class RunStarted(Event):
+    event: ClassVar[str] = "run_started"
+    plan: dict[str, list[str]] = field(default_factory=dict)  # {"run": [...], "cached": [...]}
+    targets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NodeStarted(Event):
+    event: ClassVar[str] = "node_started"
+    node: str = ""
+    type: str = ""
+
+
+@dataclass
+class Progress(Event):
+    event: ClassVar[str] = "progress"
+    node: str = ""
+    step: int = 0
+    total: int = 0
+    preview: Any = None  # an image for the editor; never in JSON
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.event, "run_id": self.run_id, "node": self.node,
+                "step": self.step, "total": self.total}
+
+
+@dataclass
+class NodeFinished(Event):
+    event: ClassVar[str] = "node_finished"
+    node: str = ""
+    type: str = ""
+    cached: bool = False
+    seconds: float = 0.0
+    ui: Any = None  # what an output node reports (files written, previews)
+
+
+@dataclass
+class NodeFailed(Event):
+    event: ClassVar[str] = "node_failed"
+    node: str = ""
+    type: str = ""
+    error: NodeFailure | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.event, "run_id": self.run_id, "node": self.node, "type": self.type,
+                "error": self.error.to_dict() if self.error else None}
+
+
+@dataclass
+class RunFinished(Event):
+    event: ClassVar[str] = "run_finished"
+    status: str = "ok"  # ok | failed | cancelled
+    files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, fn: Listener) -> Callable[[], None]:
+        self._listeners.append(fn)
+        return lambda: self._listeners.remove(fn) if fn in self._listeners else None
+
+    def emit(self, ev: Event) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(ev)
+            except Exception:  # a broken listener must not break the run
+                log.exception("event listener failed on %s", ev.event)

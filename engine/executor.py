@@ -1,0 +1,410 @@
+"""Plans and runs a graph: only what the requested outputs need and the cache lacks.
+
+A node's signature hashes its type, version, named input values, the signatures of the
+outputs feeding it, and its fingerprint (file contents). Equal signature means the cached
+output is reused; nothing else decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import values as V
+from .cache import Cache
+from .context import CancelToken, NodeContext
+from .errors import Cancelled, InputError, NodeFailure, describe
+from .events import EventBus, NodeFailed, NodeFinished, NodeStarted, RunFinished, RunStarted
+from .fsutil import FileHasher
+from .graph import Graph, Link
+from .spec import REQUIRED, FingerprintEnv, Node
+from .validate import InvalidGraph, errors, source, validate
+
+
+@dataclass
+class Plan:
+    targets: list[str]
+    run: list[str]  # nodes to compute, in execution order
+    cached: list[str]  # nodes whose cached outputs are used
+    signatures: dict[str, str]
+    sources: dict[str, dict[str, Link]] = field(repr=False, default_factory=dict)
+    volatile: set[str] = field(repr=False, default_factory=set)  # never cached (randomness)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"run": list(self.run), "cached": list(self.cached)}
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str  # ok | failed | cancelled
+    plan: Plan
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per target node
+    failures: dict[str, NodeFailure] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # node -> why it did not run
+    computed: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def __getitem__(self, node_id: str) -> dict[str, Any]:
+        return self.outputs[node_id]
+
+
+class _Replan(Exception):
+    """A cached entry vanished between planning and use (evicted, or deleted on disk)."""
+
+
+class Executor:
+    def __init__(self, cache: Cache | None = None, models: Any = None,
+                 output_dir: str | os.PathLike[str] | None = None):
+        self.cache = cache if cache is not None else Cache()
+        self.models = models
+        self.output_dir = Path(output_dir) if output_dir is not None else Path("output")
+        self.events = EventBus()
+        self.file_hash = FileHasher()
+
+    # ---- planning --------------------------------------------------------------------------
+    def resolver(self, graph: Graph):
+        bases = [b for b in (graph.base_dir, Path.cwd()) if b is not None]
+
+        def resolve(value: str) -> Path | None:
+            p = Path(os.path.expanduser(value))
+            if p.is_absolute():
+                return p
+            for base in bases:
+                cand = base / p
+                if cand.exists():
+                    return cand
+            return bases[0] / p if bases else p
+
+        return resolve
+
+    def plan(self, graph: Graph, targets: list[str] | None = None, *,
+             nonce: str | None = None) -> Plan:
+        """Which nodes must run and which come from the cache. Raises InvalidGraph."""
+        targets = list(targets) if targets is not None else graph.output_nodes()
+        problems = validate(graph, targets if targets else None)
+        if errors(problems):
+            raise InvalidGraph(problems)
+        reg = graph.registry
+
+        # Effective sources (through bypassed nodes), walking back from the targets.
+        sources: dict[str, dict[str, Link]] = {}
+        stack, seen = list(targets), set()
+        while stack:
+            nid = stack.pop()
+            if nid in seen:
+                continue
+            seen.add(nid)
+            cls = reg.get(graph.nodes[nid].type)
+            srcs = {}
+            for inp in cls.inputs:
+                link = source(graph, nid, inp.name)
+                if isinstance(link, Link):
+                    srcs[inp.name] = link
+                    stack.append(link.src)
+            sources[nid] = srcs
+        order = graph.topological(seen)
+
+        sigs, volatile = self.signatures(graph, order, sources, nonce or uuid.uuid4().hex)
+
+        # From the targets back: stop at cached nodes, nothing upstream runs for them.
+        to_run: set[str] = set()
+        cached: list[str] = []
+        stack, seen = list(targets), set()
+        while stack:
+            nid = stack.pop()
+            if nid in seen:
+                continue
+            seen.add(nid)
+            if nid not in volatile and self._cached(reg.get(graph.nodes[nid].type), sigs[nid]):
+                cached.append(nid)
+                continue
+            to_run.add(nid)
+            stack.extend(l.src for l in sources[nid].values())
+        run = _grouped_order(targets, sources, to_run)
+        return Plan(targets, run, sorted(cached, key=order.index), sigs, sources, volatile)
+
+    def _cached(self, cls: type[Node], sig: str) -> bool:
+        if sig not in self.cache:
+            return False
+        if cls.still_valid.__func__ is Node.still_valid.__func__:  # type: ignore[attr-defined]
+            return True
+        entry = self.cache.get(sig)
+        if entry is None or not cls.still_valid(entry.outputs):
+            self.cache.discard(sig)
+            return False
+        return True
+
+    def signatures(self, graph: Graph, order: list[str], sources: dict[str, dict[str, Link]],
+                   nonce: str) -> tuple[dict[str, str], set[str]]:
+        """Merkle signatures of the given nodes (in dependency order)."""
+        reg = graph.registry
+        env = FingerprintEnv(self.resolver(graph), self.file_hash, str(self.output_dir))
+        sigs: dict[str, str] = {}
+        volatile: set[str] = set()
+        for nid in order:
+            node = graph.nodes[nid]
+            cls = reg.get(node.type)
+            srcs = sources[nid]
+            parts: list[Any] = [cls.type, node.version]
+            values: dict[str, Any] = {}
+            unknown_file = False
+            for inp in cls.inputs:
+                if inp.ui_only:
+                    continue
+                link = srcs.get(inp.name)
+                if link is not None:
+                    parts.append((inp.name, sigs[link.src], link.src_output))
+                    if link.src in volatile:
+                        volatile.add(nid)
+                    if inp.name in cls.file_inputs:  # a path wired from a primitive is known now
+                        src = graph.nodes[link.src]
+                        const = reg.get(src.type).constant(src.params)
+                        if const is None or link.src_output not in const:
+                            unknown_file = True
+                        else:
+                            values[inp.name] = const[link.src_output]
+                else:
+                    v = node.params.get(inp.name, inp.default)
+                    if v is not REQUIRED:
+                        if inp.is_widget:
+                            v = inp.coerce(v)[1]
+                        values[inp.name] = v
+                    parts.append((inp.name, None if v is REQUIRED else v))
+            parts.append(cls.fingerprint(values, env))
+            if not cls.cacheable or unknown_file:
+                volatile.add(nid)
+            if nid in volatile:
+                parts.append(nonce)
+            sigs[nid] = hashlib.blake2b(V.json_dumps(parts).encode(), digest_size=20).hexdigest()
+        return sigs, volatile
+
+    # ---- running ---------------------------------------------------------------------------
+    def run(self, graph: Graph, targets: list[str] | None = None, *,
+            cancel: CancelToken | None = None,
+            output_dir: str | os.PathLike[str] | None = None) -> RunResult:
+        """Run what the targets (default: all output nodes) need. Raises InvalidGraph."""
+        if output_dir is not None:
+            self.output_dir = Path(output_dir)
+        cancel = cancel or CancelToken()
+        run_id = uuid.uuid4().hex[:12]
+        t0 = time.perf_counter()
+        plan = self.plan(graph, targets)
+        result = RunResult(run_id, "ok", plan)
+        self.events.emit(RunStarted(run_id, plan.to_dict(), list(plan.targets)))
+        for nid in plan.cached:
+            ui = None
+            if nid in plan.targets:
+                entry = self.cache.get(plan.signatures[nid])
+                ui = entry.outputs.get("ui") if entry else None
+            self.events.emit(NodeFinished(run_id, nid, graph.nodes[nid].type, True, 0.0,
+                                          V.to_json_safe(ui) if ui is not None else None))
+        local: dict[str, dict[str, Any]] = {}
+        for _attempt in range(3):
+            try:
+                self._execute(graph, plan, result, local, cancel)
+                break
+            except _Replan as miss:
+                self.cache.discard(str(miss))
+                plan = self.plan(graph, plan.targets)
+                result.plan = plan
+        for nid in plan.targets:
+            outs = local.get(nid)
+            if outs is None and nid not in result.failures and nid not in result.skipped:
+                entry = self.cache.get(plan.signatures[nid])
+                outs = entry.outputs if entry else None
+            if outs is not None:
+                result.outputs[nid] = outs
+                ui = outs.get("ui")
+                if isinstance(ui, dict):
+                    result.files.extend(str(f) for f in ui.get("files", []))
+        if result.status != "cancelled" and (result.failures or result.skipped):
+            result.status = "failed"
+        result.seconds = time.perf_counter() - t0
+        self.events.emit(RunFinished(run_id, result.status, list(result.files), result.seconds,
+                                     sorted(result.failures), sorted(result.skipped)))
+        return result
+
+    def _execute(self, graph: Graph, plan: Plan, result: RunResult,
+                 local: dict[str, dict[str, Any]], cancel: CancelToken) -> None:
+        reg = graph.registry
+        resolve = self.resolver(graph)
+        remaining = _consumer_counts(plan)
+        workflow_doc: list[Any] = []
+
+        def workflow() -> Any:
+            if not workflow_doc:
+                from .workflow import to_dict
+
+                try:
+                    workflow_doc.append(to_dict(graph))
+                except Exception:
+                    workflow_doc.append(None)
+            return workflow_doc[0]
+
+        def outputs_of(nid: str) -> dict[str, Any]:
+            outs = local.get(nid)
+            if outs is None:
+                entry = self.cache.get(plan.signatures[nid])
+                if entry is None:
+                    raise _Replan(plan.signatures[nid])
+                outs = entry.outputs
+                local[nid] = outs
+            return outs
+
+        for nid in plan.run:
+            if nid in local or nid in result.failures:
+                continue
+            node = graph.nodes[nid]
+            cls = reg.get(node.type)
+            if cancel.cancelled:
+                result.status = "cancelled"
+                return
+            bad = next((l.src for l in plan.sources[nid].values()
+                        if l.src in result.failures or l.src in result.skipped), None)
+            if bad is not None:
+                result.skipped[nid] = f"depends on {bad}, which did not finish"
+                continue
+            self.events.emit(NodeStarted(result.run_id, nid, node.type))
+            t0 = time.perf_counter()
+            try:
+                kwargs, recorded = self._inputs(cls, node, plan.sources[nid], outputs_of)
+                ctx = NodeContext(run_id=result.run_id, node_id=nid, node_type=node.type,
+                                  bus=self.events, cancel=cancel, models=self.models,
+                                  resolve_path=resolve, output_dir=self.output_dir,
+                                  workflow=workflow)
+                with _no_grad():
+                    outs = cls().run(ctx, **kwargs)
+                outs = self._check_outputs(cls, nid, outs)
+                if V.changed_in_place(recorded):
+                    for l in plan.sources[nid].values():
+                        self.cache.discard(plan.signatures[l.src])
+                        local.pop(l.src, None)
+                    raise RuntimeError("the node changed one of its inputs in place; nodes must "
+                                       "copy a value before changing it (the upstream cached "
+                                       "output was dropped)")
+            except Cancelled:
+                result.status = "cancelled"
+                return
+            except _Replan:
+                raise
+            except Exception as exc:
+                failure = _failure(nid, node.type, exc)
+                result.failures[nid] = failure
+                self.events.emit(NodeFailed(result.run_id, nid, node.type, failure))
+                continue
+            seconds = time.perf_counter() - t0
+            V.freeze(outs)
+            local[nid] = outs
+            result.computed.append(nid)
+            if nid not in plan.volatile:
+                self.cache.put(plan.signatures[nid], outs, node.type)
+            ui = outs.get("ui")
+            self.events.emit(NodeFinished(result.run_id, nid, node.type, False, seconds,
+                                          V.to_json_safe(ui) if ui is not None else None))
+            for l in plan.sources[nid].values():  # free values nobody else in this run needs
+                remaining[l.src] -= 1
+                if remaining[l.src] <= 0 and l.src not in plan.targets:
+                    local.pop(l.src, None)
+
+    @staticmethod
+    def _inputs(cls: type[Node], node, srcs: dict[str, Link], outputs_of) -> tuple[dict, list]:
+        kwargs: dict[str, Any] = {}
+        recorded: list[tuple[Any, int]] = []
+        for inp in cls.inputs:
+            link = srcs.get(inp.name)
+            if link is not None:
+                value = outputs_of(link.src).get(link.src_output)
+                if inp.is_widget:
+                    ok, value = inp.coerce(value)
+                    if not ok:
+                        raise InputError(inp.name, inp.expected(), value,
+                                         hint=f"the value came from {link.src}.{link.src_output}")
+                recorded.extend(V.versions(value))
+            elif inp.name in node.params:
+                value = node.params[inp.name]
+                if inp.is_widget:
+                    value = inp.coerce(value)[1]
+            elif inp.default is not REQUIRED:
+                value = inp.default
+            else:
+                continue  # optional and not given: the node's own default applies
+            kwargs[inp.name] = value
+        return kwargs, recorded
+
+    @staticmethod
+    def _check_outputs(cls: type[Node], nid: str, outs: Any) -> dict[str, Any]:
+        if not isinstance(outs, dict):
+            raise TypeError(f"{cls.type}.run returned {type(outs).__name__}, not a dict of outputs")
+        missing = [o.name for o in cls.outputs if o.name not in outs]
+        if missing:
+            raise TypeError(f"{cls.type}.run returned no value for {missing}")
+        return outs
+
+
+def _failure(nid: str, node_type: str, exc: BaseException) -> NodeFailure:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if isinstance(exc, InputError):
+        return NodeFailure(nid, node_type, str(exc), exc.input, exc.expected,
+                           describe(exc.got) if exc.got is not None else None,
+                           exc.hint or None, tb)
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return NodeFailure(nid, node_type, f"out of memory: {exc}", hint="use a smaller size or "
+                           "batch, or free memory", traceback=tb)
+    return NodeFailure(nid, node_type, f"{type(exc).__name__}: {exc}", traceback=tb)
+
+
+def _consumer_counts(plan: Plan) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for nid in plan.run:
+        for l in plan.sources[nid].values():
+            counts[l.src] = counts.get(l.src, 0) + 1
+    return counts
+
+
+def _grouped_order(targets: list[str], sources: dict[str, dict[str, Link]],
+                   to_run: set[str]) -> list[str]:
+    """Depth-first post-order from each target: dependency order that finishes one
+    branch (and so one model's work) before starting the next."""
+    order: list[str] = []
+    done: set[str] = set()
+    for t in targets:
+        if t not in to_run or t in done:
+            continue
+        stack: list[tuple[str, bool]] = [(t, False)]
+        while stack:
+            nid, expanded = stack.pop()
+            if nid in done:
+                continue
+            if expanded:
+                done.add(nid)
+                order.append(nid)
+                continue
+            stack.append((nid, True))
+            for l in reversed(list(sources[nid].values())):
+                if l.src in to_run and l.src not in done:
+                    stack.append((l.src, False))
+    return order
+
+
+@contextlib.contextmanager
+def _no_grad():
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+    else:
+        with torch.no_grad():
+            yield

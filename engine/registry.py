@@ -1,0 +1,90 @@
+"""One registry of node specs. Built-in and third-party nodes both arrive through the
+entry-point group `loom.nodes`, so the engine never imports the `nodes` package itself."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+from .spec import Node
+
+ENTRY_POINT_GROUP = "loom.nodes"
+log = logging.getLogger("loom.registry")
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._types: dict[str, type[Node]] = {}
+        self._aliases: dict[str, str] = {}
+        self.plugin_errors: dict[str, str] = {}
+
+    def register(self, cls: type[Node]) -> type[Node]:
+        """Add a node class; usable as a decorator. Ids and aliases must be unique."""
+        if not (isinstance(cls, type) and issubclass(cls, Node)) or "type" not in cls.__dict__:
+            raise TypeError(f"{cls!r} is not a node class with a `type` id")
+        for name in (cls.type, *cls.aliases):
+            owner = self._types.get(name) or self._types.get(self._aliases.get(name, ""))
+            if owner is not None and owner is not cls:
+                raise ValueError(f"node type id {name!r} is already taken by {owner.__name__}")
+        self._types[cls.type] = cls
+        for alias in cls.aliases:
+            self._aliases[alias] = cls.type
+        return cls
+
+    def register_all(self, classes: Iterable[type[Node]]) -> None:
+        for cls in classes:
+            self.register(cls)
+
+    def get(self, type_id: str) -> type[Node] | None:
+        """The node class for an id or one of its old aliases; None if unknown."""
+        cls = self._types.get(type_id)
+        if cls is None and type_id in self._aliases:
+            cls = self._types[self._aliases[type_id]]
+        return cls
+
+    def canonical(self, type_id: str) -> str:
+        return self._aliases.get(type_id, type_id)
+
+    def __contains__(self, type_id: object) -> bool:
+        return isinstance(type_id, str) and self.get(type_id) is not None
+
+    def __iter__(self) -> Iterator[type[Node]]:
+        return iter(sorted(self._types.values(), key=lambda c: (c.category, c.type)))
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
+        """Register every node package installed under the entry-point group.
+
+        A broken plugin is recorded in `plugin_errors` and logged; it never stops Loom.
+        """
+        for ep in sorted(metadata.entry_points(group=group), key=lambda e: (e.name != "builtin", e.name)):
+            try:
+                self._register_object(ep.load())
+            except Exception as exc:  # a third-party package must not take Loom down
+                self.plugin_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+                log.warning("node package %s failed to load: %s", ep.name, exc)
+
+    def _register_object(self, obj: Any) -> None:
+        if isinstance(obj, ModuleType):
+            if hasattr(obj, "register"):
+                obj.register(self)
+            else:
+                self.register_all(getattr(obj, "NODES"))
+        elif isinstance(obj, type) and issubclass(obj, Node):
+            self.register(obj)
+        elif callable(obj):
+            obj(self)
+        else:
+            self.register_all(obj)
+
+
+def default_registry() -> Registry:
+    """A fresh registry with the built-in nodes and every installed node package."""
+    reg = Registry()
+    reg.load_entry_points()
+    return reg

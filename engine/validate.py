@@ -1,0 +1,218 @@
+"""Validation before any run: every problem at once, each naming node, input, expected, got."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import LoomError, describe
+from .graph import Graph, Link
+from .types import can_connect
+
+
+@dataclass
+class Problem:
+    message: str
+    node: str | None = None
+    input: str | None = None
+    expected: str | None = None
+    got: str | None = None
+    severity: str = "error"  # error | warning
+    code: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        where = self.node or "workflow"
+        if self.input:
+            where += f".{self.input}"
+        return f"{self.severity}: {where}: {self.message}"
+
+
+class InvalidGraph(LoomError):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        errors = [p for p in problems if p.severity == "error"]
+        super().__init__(f"the workflow has {len(errors)} problem(s):\n"
+                         + "\n".join(f"  {p}" for p in errors))
+
+
+def source(graph: Graph, node_id: str, input_name: str) -> Link | None | str:
+    """The link that really feeds an input, looking through bypassed nodes.
+
+    Returns the link, None when the input is not wired, or a message when a bypassed
+    node has nothing of the right type to pass through.
+    """
+    link = graph.links.get((node_id, input_name))
+    seen = set()
+    while link is not None:
+        src = graph.nodes[link.src]
+        if src.mode != "bypassed":
+            return link
+        if src.id in seen:
+            return f"bypassed nodes around {src.id} form a loop"
+        seen.add(src.id)
+        cls = graph.registry.get(src.type)
+        out = cls.output_map.get(link.src_output) if cls else None
+        if out is None:
+            return f"bypassed node {src.id} cannot pass {link.src_output!r} through"
+        nxt = None
+        for inp in cls.inputs:
+            cand = graph.links.get((src.id, inp.name))
+            if cand is not None and inp.type == out.type:
+                nxt = cand
+                break
+        if nxt is None:
+            return (f"bypassed node {src.id} has no wired {out.type.value} input to pass "
+                    f"through as {link.src_output!r}")
+        link = nxt
+    return None
+
+
+def needed(graph: Graph, targets: Iterable[str]) -> list[str]:
+    """The targets and everything they depend on (through bypassed nodes)."""
+    incoming = incoming_links(graph)
+    seen: set[str] = set()
+    stack = list(targets)
+    out = []
+    while stack:
+        nid = stack.pop()
+        if nid in seen:
+            continue
+        seen.add(nid)
+        out.append(nid)
+        for l in incoming.get(nid, ()):
+            stack.append(l.src)
+    return out
+
+
+def incoming_links(graph: Graph) -> dict[str, list[Link]]:
+    index: dict[str, list[Link]] = {}
+    for l in graph.links.values():
+        index.setdefault(l.dst, []).append(l)
+    return index
+
+
+def validate(graph: Graph, targets: Iterable[str] | None = None) -> list[Problem]:
+    """All problems of the graph, or of what the given targets need. Errors first."""
+    problems: list[Problem] = []
+    reg = graph.registry
+    if targets is None:
+        targets = graph.output_nodes()
+        if not targets:
+            problems.append(Problem("the workflow has no output node (such as Save Image or "
+                                    "Preview Image), so nothing would run", code="no_output"))
+        ids = list(graph.nodes)
+    else:
+        targets = list(targets)
+        for t in targets:
+            if t not in graph.nodes:
+                problems.append(Problem(f"no node with id {t!r} to run", node=t, code="no_node"))
+        targets = [t for t in targets if t in graph.nodes]
+        ids = needed(graph, targets)
+
+    for t in targets:
+        if graph.nodes[t].mode != "active":
+            problems.append(Problem(f"node is {graph.nodes[t].mode}, so it cannot be run",
+                                    node=t, code="inactive_target"))
+
+    incoming = incoming_links(graph)
+    for nid in ids:
+        node = graph.nodes[nid]
+        cls = reg.get(node.type)
+        if cls is None:
+            problems.append(Problem(
+                f"unknown node type {node.type!r}: kept as a placeholder with all its data; "
+                "install the node package that provides it", node=nid, got=node.type,
+                code="unknown_type"))
+            continue
+        if node.version > cls.version:
+            problems.append(Problem(
+                f"saved by a newer version of {cls.title} ({node.version}; this Loom has "
+                f"{cls.version})", node=nid, expected=f"version <= {cls.version}",
+                got=str(node.version), code="node_version"))
+        for name in node.params:
+            if name not in cls.input_map:
+                problems.append(Problem(f"{cls.title} has no input {name!r}; the value is kept "
+                                        "but not used", node=nid, input=name,
+                                        severity="warning", code="unknown_param"))
+        wired = {l.dst_input: l for l in incoming.get(nid, ())}
+        for name, l in wired.items():
+            if name not in cls.input_map:
+                problems.append(Problem(f"a link goes to {name!r}, which {cls.title} does not "
+                                        "have", node=nid, input=name, code="unknown_input"))
+        if node.mode == "muted":
+            continue
+        for inp in cls.inputs:
+            got_src = source(graph, nid, inp.name) if inp.name in wired else None
+            if isinstance(got_src, str):
+                problems.append(Problem(got_src, node=nid, input=inp.name, code="bypass"))
+                continue
+            if got_src is not None:
+                src = graph.nodes[got_src.src]
+                if src.mode == "muted":
+                    problems.append(Problem(f"fed by muted node {src.id}", node=nid,
+                                            input=inp.name, code="muted_source"))
+                    continue
+                src_cls = reg.get(src.type)
+                if src_cls is None:
+                    continue  # the placeholder is reported on its own
+                out = src_cls.output_map.get(got_src.src_output)
+                if out is None:
+                    problems.append(Problem(
+                        f"{src_cls.title} ({src.id}) has no output {got_src.src_output!r}",
+                        node=nid, input=inp.name, code="unknown_output"))
+                elif not can_connect(out.type, inp.type):
+                    problems.append(Problem(
+                        f"type mismatch: {out.type.value} from {src.id}.{got_src.src_output}",
+                        node=nid, input=inp.name, expected=inp.type.value, got=out.type.value,
+                        code="type_mismatch"))
+                continue
+            if inp.name in node.params:
+                value = node.params[inp.name]
+                if not inp.is_widget:
+                    problems.append(Problem(f"takes a {inp.type.value} link, not a value",
+                                            node=nid, input=inp.name, expected=inp.type.value,
+                                            got=describe(value), code="not_a_widget"))
+                    continue
+                ok, _ = inp.coerce(value)
+                if not ok:
+                    problems.append(Problem(f"expected {inp.expected()}, got {describe(value)}",
+                                            node=nid, input=inp.name, expected=inp.expected(),
+                                            got=describe(value), code="bad_value"))
+            elif inp.required:
+                what = inp.type.value if not inp.is_widget else inp.expected()
+                problems.append(Problem(f"missing required input (expected {what})",
+                                        node=nid, input=inp.name, expected=what, got="nothing",
+                                        code="missing_input"))
+
+    cycle = _find_cycle(graph, ids)
+    if cycle:
+        path = " -> ".join(cycle + [cycle[0]])
+        problems.append(Problem(f"the graph has a cycle: {path}", node=cycle[0], code="cycle"))
+    if graph.read_only:
+        problems.append(Problem(f"this workflow was {graph.read_only}; it runs, but saving a "
+                                "changed copy is refused", severity="warning", code="newer_file"))
+    problems.sort(key=lambda p: p.severity != "error")
+    return problems
+
+
+def errors(problems: list[Problem]) -> list[Problem]:
+    return [p for p in problems if p.severity == "error"]
+
+
+def _find_cycle(graph: Graph, ids: list[str]) -> list[str]:
+    import networkx as nx
+
+    g = nx.DiGraph()
+    idset = set(ids)
+    g.add_nodes_from(ids)
+    g.add_edges_from((l.src, l.dst) for l in graph.links.values()
+                     if l.src in idset and l.dst in idset)
+    try:
+        edges = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        return []
+    return [a for a, _ in edges]

@@ -1,0 +1,14 @@
+"""Loom's built-in nodes, one module per family. Registered through the `loom.nodes`
+entry point like any third-party package. Modules import torch only inside `run`, so the
+editor can list every node before torch is loaded."""
+
+from __future__ import annotations
+
+from engine.registry import Registry
+
+
+def register(registry: Registry) -> None:
+    from . import image, mask, primitives
+
+    for module in (primitives, image, mask):
+        registry.register_all(module.NODES)

@@ -1,0 +1,341 @@
+"""Image nodes: load, save, preview, resize, crop, pad, blend, composite."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InputError
+from engine.pngmeta import WORKFLOW_KEY, itxt_chunk
+from engine.spec import Choice, Float, In, Int, Node, Output, String
+from engine.types import T
+
+from ._tensors import (check_image, check_mask, match_batch, parse_color, pil_to_tensors,
+                       size_of, tensor_to_pil)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+MAX_SIDE = 16384
+
+
+class LoadImage(Node):
+    type = "load_image"
+    title = "Load Image"
+    category = "image"
+    description = ("Load a PNG, JPEG or WebP file. Its alpha channel becomes the mask "
+                   "(transparent pixels = 1, the part to change).")
+    inputs = (String("path", "", file="image", description="image file; relative paths "
+                     "resolve against the workflow's folder"),)
+    outputs = (Output("image", T.image), Output("mask", T.mask))
+
+    def run(self, ctx, path):
+        from PIL import Image, ImageOps, UnidentifiedImageError
+
+        if not path:
+            raise InputError("path", "an image file (PNG, JPEG or WebP)", path,
+                             hint="choose a file")
+        resolved = ctx.resolve_path(path)
+        if resolved is None or not resolved.is_file():
+            raise InputError("path", "an existing image file (PNG, JPEG or WebP)", path,
+                             hint=f"no file at {resolved}")
+        try:
+            with Image.open(resolved) as img:
+                img.seek(0)
+                img = ImageOps.exif_transpose(img)
+                img.load()
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise InputError("path", "a PNG, JPEG or WebP image", str(resolved),
+                             hint=f"the file could not be decoded: {exc}") from None
+        image, mask = pil_to_tensors(img)
+        return {"image": image, "mask": mask}
+
+
+_PREFIX_OK = re.compile(r"^[^\0]+$")
+
+
+class SaveImage(Node):
+    type = "save_image"
+    title = "Save Image"
+    category = "image"
+    description = ("Save PNGs into the output folder as PREFIX_00001.png, never overwriting. "
+                   "Each file carries the workflow, so opening it in Loom restores the graph.")
+    output = True
+    inputs = (In("images", T.image),
+              String("filename_prefix", "loom", description="file name start; may hold "
+                     "sub-folders inside the output folder"))
+    outputs = ()
+
+    def run(self, ctx, images, filename_prefix="loom"):
+        check_image(images, "images")
+        prefix = Path(filename_prefix)
+        if (not filename_prefix or prefix.is_absolute() or ".." in prefix.parts
+                or not _PREFIX_OK.match(filename_prefix) or not prefix.name):
+            raise InputError("filename_prefix", "a relative name inside the output folder",
+                             filename_prefix)
+        folder = Path(ctx.output_dir) / prefix.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        workflow = ctx.workflow() if ctx.workflow else None
+        text = json.dumps(workflow, ensure_ascii=False) if workflow is not None else None
+        pattern = re.compile(re.escape(prefix.name) + r"_(\d{5,})\.png$")
+        counter = 1 + max((int(m.group(1)) for f in folder.iterdir()
+                           if (m := pattern.match(f.name))), default=0)
+        from engine.fsutil import write_new
+
+        files = []
+        for i in range(images.shape[0]):
+            ctx.check_cancelled()
+            data = _png_bytes(tensor_to_pil(images, i), text)
+            while not write_new(folder / f"{prefix.name}_{counter:05d}.png", data):
+                counter += 1
+            files.append(str((folder / f"{prefix.name}_{counter:05d}.png").resolve()))
+            counter += 1
+        return {"ui": {"files": files}}
+
+    @classmethod
+    def fingerprint(cls, values, env):
+        return {"output_dir": str(Path(env.output_dir).resolve())}
+
+    @classmethod
+    def still_valid(cls, result: dict[str, Any]) -> bool:
+        files = (result.get("ui") or {}).get("files") or []
+        return bool(files) and all(Path(f).is_file() for f in files)
+
+
+def _png_bytes(img, workflow_text: str | None) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=4)
+    data = buf.getvalue()
+    if workflow_text is None:
+        return data
+    # The text chunk goes right before IEND (the last 12 bytes).
+    return data[:-12] + itxt_chunk(WORKFLOW_KEY, workflow_text) + data[-12:]
+
+
+class PreviewImage(Node):
+    type = "preview_image"
+    title = "Preview Image"
+    category = "image"
+    description = "Show images in the editor without saving them."
+    output = True
+    inputs = (In("images", T.image),)
+    outputs = ()
+
+    def run(self, ctx, images):
+        check_image(images, "images")
+        return {"ui": {"images": images}}
+
+
+RESIZE_METHODS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
+FIT_MODES = ("stretch", "fit", "fill")
+
+
+def resize(image, width: int, height: int, method: str):
+    """Resize an IMAGE/MASK batch to width x height with the named method."""
+    import torch
+    import torch.nn.functional as F
+
+    if (image.shape[-1], image.shape[-2]) == (width, height):
+        return image
+    if method == "lanczos":
+        import numpy as np
+        from PIL import Image
+
+        out = torch.empty(*image.shape[:2], height, width)
+        arr = image.detach().cpu().float().numpy()
+        for b in range(arr.shape[0]):
+            for c in range(arr.shape[1]):
+                ch = Image.fromarray(arr[b, c], "F").resize((width, height), Image.LANCZOS)
+                out[b, c] = torch.from_numpy(np.array(ch))
+        return out.clamp_(0, 1)
+    if method == "nearest":
+        return F.interpolate(image, size=(height, width), mode="nearest-exact")
+    if method == "area":
+        return F.interpolate(image, size=(height, width), mode="area")
+    out = F.interpolate(image, size=(height, width), mode=method, align_corners=False,
+                        antialias=True)
+    return out.clamp_(0, 1) if method == "bicubic" else out
+
+
+class ResizeImage(Node):
+    type = "resize_image"
+    title = "Resize Image"
+    category = "image/transform"
+    description = ("Resize to a width and height. 0 for one side keeps the aspect ratio. "
+                   "fit: inside the box, keeping aspect; fill: cover the box and crop the rest.")
+    inputs = (In("image", T.image),
+              Int("width", 512, min=0, max=MAX_SIDE),
+              Int("height", 512, min=0, max=MAX_SIDE),
+              Choice("method", RESIZE_METHODS, "bicubic"),
+              Choice("fit", FIT_MODES, "stretch"))
+    outputs = (Output("image", T.image),)
+
+    def run(self, ctx, image, width=512, height=512, method="bicubic", fit="stretch"):
+        check_image(image, "image")
+        h, w = image.shape[-2:]
+        if width == 0 and height == 0:
+            raise InputError("width", "a width or a height above 0", 0)
+        if width == 0:
+            width = max(1, round(w * height / h))
+        elif height == 0:
+            height = max(1, round(h * width / w))
+        if fit == "stretch":
+            return {"image": resize(image, width, height, method)}
+        scale = (min if fit == "fit" else max)(width / w, height / h)
+        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+        out = resize(image, sw, sh, method)
+        if fit == "fill":
+            x, y = (sw - width) // 2, (sh - height) // 2
+            out = out[..., y: y + height, x: x + width]
+        return {"image": out.contiguous()}
+
+
+class CropImage(Node):
+    type = "crop_image"
+    title = "Crop Image"
+    category = "image/transform"
+    description = "Cut out a rectangle. A rectangle reaching past the edge is cut at the edge."
+    inputs = (In("image", T.image),
+              Int("x", 0, min=0, max=MAX_SIDE), Int("y", 0, min=0, max=MAX_SIDE),
+              Int("width", 512, min=1, max=MAX_SIDE), Int("height", 512, min=1, max=MAX_SIDE))
+    outputs = (Output("image", T.image),)
+
+    def run(self, ctx, image, x=0, y=0, width=512, height=512):
+        check_image(image, "image")
+        h, w = image.shape[-2:]
+        if x >= w or y >= h:
+            raise InputError("x" if x >= w else "y", f"a corner inside the {size_of(image)} image",
+                             f"({x}, {y})")
+        return {"image": image[..., y: y + height, x: x + width].clone()}
+
+
+class PadImage(Node):
+    type = "pad_image"
+    title = "Pad Image"
+    category = "image/transform"
+    description = ("Add borders. The mask output is 1 over the added border, ready for "
+                   "outpainting.")
+    inputs = (In("image", T.image),
+              Int("left", 0, min=0, max=MAX_SIDE), Int("top", 0, min=0, max=MAX_SIDE),
+              Int("right", 0, min=0, max=MAX_SIDE), Int("bottom", 0, min=0, max=MAX_SIDE),
+              Choice("mode", ("constant", "edge", "reflect"), "constant"),
+              String("color", "#000000"))
+    outputs = (Output("image", T.image), Output("mask", T.mask))
+
+    def run(self, ctx, image, left=0, top=0, right=0, bottom=0, mode="constant",
+            color="#000000"):
+        import torch
+        import torch.nn.functional as F
+
+        check_image(image, "image")
+        b, c, h, w = image.shape
+        if mode == "reflect" and (max(left, right) >= w or max(top, bottom) >= h):
+            raise InputError("mode", f"padding smaller than the image ({size_of(image)}) for "
+                             "reflect", f"{left},{top},{right},{bottom}")
+        pad = (left, right, top, bottom)
+        if mode == "constant":
+            rgb = torch.tensor(parse_color(color), dtype=image.dtype).view(1, 3, 1, 1)
+            out = rgb.expand(b, c, h + top + bottom, w + left + right).clone()
+            out[..., top: top + h, left: left + w] = image
+        else:
+            out = F.pad(image, pad, mode="replicate" if mode == "edge" else "reflect")
+        mask = torch.ones(b, 1, h + top + bottom, w + left + right)
+        mask[..., top: top + h, left: left + w] = 0
+        return {"image": out, "mask": mask}
+
+
+BLEND_MODES = ("normal", "multiply", "screen", "overlay", "add", "subtract", "difference",
+               "darken", "lighten")
+
+
+def _blend(a, b, mode: str):
+    import torch
+
+    if mode == "normal":
+        return b
+    if mode == "multiply":
+        return a * b
+    if mode == "screen":
+        return 1 - (1 - a) * (1 - b)
+    if mode == "overlay":
+        return torch.where(a < 0.5, 2 * a * b, 1 - 2 * (1 - a) * (1 - b))
+    if mode == "add":
+        return (a + b).clamp(0, 1)
+    if mode == "subtract":
+        return (a - b).clamp(0, 1)
+    if mode == "difference":
+        return (a - b).abs()
+    if mode == "darken":
+        return torch.minimum(a, b)
+    return torch.maximum(a, b)
+
+
+class BlendImages(Node):
+    type = "blend_images"
+    title = "Blend Images"
+    category = "image/compose"
+    description = "Blend image_b over image_a with a blend mode and an opacity (factor)."
+    inputs = (In("image_a", T.image), In("image_b", T.image),
+              Float("factor", 0.5, min=0.0, max=1.0, step=0.01),
+              Choice("mode", BLEND_MODES, "normal"))
+    outputs = (Output("image", T.image),)
+
+    def run(self, ctx, image_a, image_b, factor=0.5, mode="normal"):
+        check_image(image_a, "image_a")
+        check_image(image_b, "image_b")
+        if image_a.shape[-2:] != image_b.shape[-2:]:
+            raise InputError("image_b", f"the size of image_a ({size_of(image_a)})",
+                             size_of(image_b), hint="resize one of them first")
+        a, b = match_batch(image_a, image_b, ("image_a", "image_b"))
+        return {"image": a + (_blend(a, b, mode) - a) * factor}
+
+
+class CompositeImages(Node):
+    type = "composite_images"
+    title = "Composite"
+    category = "image/compose"
+    description = ("Paste source onto destination at (x, y), through the mask if one is given "
+                   "(1 = source). Pixels outside the mask keep destination's values exactly.")
+    inputs = (In("destination", T.image), In("source", T.image),
+              Int("x", 0, min=-MAX_SIDE, max=MAX_SIDE), Int("y", 0, min=-MAX_SIDE, max=MAX_SIDE),
+              In("mask", T.mask, optional=True))
+    outputs = (Output("image", T.image),)
+
+    def run(self, ctx, destination, source, x=0, y=0, mask=None):
+        import torch
+
+        check_image(destination, "destination")
+        check_image(source, "source")
+        dst, src = match_batch(destination, source, ("destination", "source"))
+        B, C, H, W = dst.shape
+        sh, sw = src.shape[-2:]
+        if mask is not None:
+            check_mask(mask, "mask")
+            if mask.shape[-2:] == dst.shape[-2:] and (sh, sw) != (H, W):
+                mask = mask[..., max(y, 0): y + sh, max(x, 0): x + sw]
+                full = torch.zeros(mask.shape[0], 1, sh, sw)
+                full[..., max(-y, 0): max(-y, 0) + mask.shape[-2],
+                     max(-x, 0): max(-x, 0) + mask.shape[-1]] = mask
+                mask = full
+            elif mask.shape[-2:] != (sh, sw):
+                raise InputError("mask", f"the size of source ({size_of(src)}) or destination "
+                                 f"({size_of(dst)})", size_of(mask))
+            _, mask = match_batch(dst, mask, ("destination", "mask"))
+        out = dst.clone()
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + sw, W), min(y + sh, H)
+        if x0 >= x1 or y0 >= y1:
+            return {"image": out}
+        s = src[..., y0 - y: y1 - y, x0 - x: x1 - x]
+        if mask is None:
+            out[..., y0:y1, x0:x1] = s
+        else:
+            m = mask[..., y0 - y: y1 - y, x0 - x: x1 - x]
+            region = out[..., y0:y1, x0:x1]
+            # torch.where keeps destination bit for bit where the mask is 0
+            out[..., y0:y1, x0:x1] = torch.where(m > 0, region + (s - region) * m, region)
+        return {"image": out}
+
+
+NODES = (LoadImage, SaveImage, PreviewImage, ResizeImage, CropImage, PadImage, BlendImages,
+         CompositeImages)

@@ -1,0 +1,171 @@
+"""Mask nodes. A MASK is float32 [B, 1, H, W] with 1 = change this pixel."""
+
+from __future__ import annotations
+
+import math
+
+from engine.spec import Choice, Float, In, Int, Node, Output, String
+from engine.types import T
+
+from ._tensors import check_image, check_mask, parse_color
+
+MAX_SIDE = 16384
+
+
+class MaskFromColor(Node):
+    type = "mask_from_color"
+    title = "Mask from Color"
+    category = "mask"
+    description = "1 where the image has the colour (within a tolerance), 0 elsewhere."
+    inputs = (In("image", T.image), String("color", "#ffffff"),
+              Float("tolerance", 0.05, min=0.0, max=1.0, step=0.01))
+    outputs = (Output("mask", T.mask),)
+
+    def run(self, ctx, image, color="#ffffff", tolerance=0.05):
+        import torch
+
+        check_image(image, "image")
+        rgb = torch.tensor(parse_color(color), dtype=image.dtype).view(1, 3, 1, 1)
+        dist = (image[:, :3] - rgb).abs().amax(dim=1, keepdim=True)
+        return {"mask": (dist <= tolerance + 1e-6).to(torch.float32)}
+
+
+class ImageToMask(Node):
+    type = "image_to_mask"
+    title = "Image Channel to Mask"
+    category = "mask"
+    description = "Use one channel (or the luminance) of an image as a mask."
+    inputs = (In("image", T.image), Choice("channel", ("red", "green", "blue", "luminance"),
+                                           "luminance"))
+    outputs = (Output("mask", T.mask),)
+
+    def run(self, ctx, image, channel="luminance"):
+        check_image(image, "image")
+        if channel == "luminance":
+            r, g, b = image[:, 0:1], image[:, 1:2], image[:, 2:3]
+            return {"mask": 0.2126 * r + 0.7152 * g + 0.0722 * b}
+        i = ("red", "green", "blue").index(channel)
+        return {"mask": image[:, i: i + 1].clone()}
+
+
+class MaskToImage(Node):
+    type = "mask_to_image"
+    title = "Mask to Image"
+    category = "mask"
+    description = "Show a mask as a grey image."
+    inputs = (In("mask", T.mask),)
+    outputs = (Output("image", T.image),)
+
+    def run(self, ctx, mask):
+        check_mask(mask, "mask")
+        return {"image": mask.expand(-1, 3, -1, -1).clone()}
+
+
+class InvertMask(Node):
+    type = "invert_mask"
+    title = "Invert Mask"
+    category = "mask"
+    description = "1 becomes 0 and 0 becomes 1."
+    inputs = (In("mask", T.mask),)
+    outputs = (Output("mask", T.mask),)
+
+    def run(self, ctx, mask):
+        check_mask(mask, "mask")
+        return {"mask": 1.0 - mask}
+
+
+def grow(mask, pixels: int):
+    """Dilate (pixels > 0) or erode (< 0) by alternating 3x3 square and cross steps,
+    which grows a point into an octagon close to a disc, in O(pixels) work."""
+    import torch
+    import torch.nn.functional as F
+
+    if pixels == 0:
+        return mask.clone()
+    x = mask if pixels > 0 else 1.0 - mask
+    for i in range(abs(pixels)):
+        if i % 2 == 0:
+            x = F.max_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        else:
+            # grey-scale dilation by the cross: the max over the 5 cross cells
+            p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+            x = torch.stack([p[..., 1:-1, 1:-1], p[..., :-2, 1:-1], p[..., 2:, 1:-1],
+                             p[..., 1:-1, :-2], p[..., 1:-1, 2:]]).amax(0)
+    return x if pixels > 0 else 1.0 - x
+
+
+class GrowMask(Node):
+    type = "grow_mask"
+    title = "Grow / Shrink Mask"
+    category = "mask"
+    description = "Grow the masked area by a number of pixels; negative values shrink it."
+    inputs = (In("mask", T.mask), Int("pixels", 8, min=-512, max=512))
+    outputs = (Output("mask", T.mask),)
+
+    def run(self, ctx, mask, pixels=8):
+        check_mask(mask, "mask")
+        return {"mask": grow(mask, pixels)}
+
+
+def gaussian_blur(x, radius: float):
+    """Separable Gaussian blur; sigma = radius / 3, so the kernel reaches `radius` pixels."""
+    import torch
+    import torch.nn.functional as F
+
+    if radius <= 0:
+        return x.clone()
+    r = max(1, math.ceil(radius))
+    sigma = max(radius / 3.0, 1e-3)
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = (k / k.sum()).to(x.dtype)
+    c = x.shape[1]
+    kx = k.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    ky = k.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), kx, groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), ky, groups=c)
+
+
+class BlurMask(Node):
+    type = "blur_mask"
+    title = "Blur Mask"
+    category = "mask"
+    description = "Soften a mask's edge (feather) by a radius in pixels."
+    inputs = (In("mask", T.mask), Float("radius", 4.0, min=0.0, max=256.0, step=0.5))
+    outputs = (Output("mask", T.mask),)
+
+    def run(self, ctx, mask, radius=4.0):
+        check_mask(mask, "mask")
+        return {"mask": gaussian_blur(mask, radius).clamp_(0, 1)}
+
+
+class ThresholdMask(Node):
+    type = "threshold_mask"
+    title = "Threshold Mask"
+    category = "mask"
+    description = "1 where the mask is at least the threshold, else 0."
+    inputs = (In("mask", T.mask), Float("threshold", 0.5, min=0.0, max=1.0, step=0.01))
+    outputs = (Output("mask", T.mask),)
+
+    def run(self, ctx, mask, threshold=0.5):
+        check_mask(mask, "mask")
+        return {"mask": (mask >= threshold).to(mask.dtype)}
+
+
+class SolidMask(Node):
+    type = "solid_mask"
+    title = "Solid Mask"
+    category = "mask"
+    description = "A mask of one value everywhere."
+    inputs = (Float("value", 1.0, min=0.0, max=1.0, step=0.01),
+              Int("width", 512, min=1, max=MAX_SIDE), Int("height", 512, min=1, max=MAX_SIDE))
+    outputs = (Output("mask", T.mask),)
+
+    def run(self, ctx, value=1.0, width=512, height=512):
+        import torch
+
+        return {"mask": torch.full((1, 1, height, width), float(value))}
+
+
+NODES = (MaskFromColor, ImageToMask, MaskToImage, InvertMask, GrowMask, BlurMask,
+         ThresholdMask, SolidMask)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).parent))
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def builtin_registry():
+    from engine import default_registry
+
+    return default_registry()
+
+
+@pytest.fixture
+def test_registry():
+    import testnodes
+
+    return testnodes.registry()
+
+
+@pytest.fixture
+def events():
+    """A list that collects events from an executor: use `events.attach(executor)`."""
+
+    class Recorder(list):
+        def attach(self, executor):
+            executor.events.subscribe(self.append)
+            return executor
+
+        def named(self, name):
+            return [e for e in self if e.event == name]
+
+        def computed(self):
+            return {e.node for e in self.named("node_finished") if not e.cached}
+
+    return Recorder()
