@@ -116,7 +116,7 @@ class Executor:
                     srcs[inp.name] = link
                     stack.append(link.src)
             sources[nid] = srcs
-        order = graph.topological(seen)
+        order = _topological(graph, seen, sources)
 
         sigs, volatile = self.signatures(graph, order, sources, nonce or uuid.uuid4().hex)
 
@@ -202,30 +202,24 @@ class Executor:
         cancel = cancel or CancelToken()
         run_id = uuid.uuid4().hex[:12]
         t0 = time.perf_counter()
-        plan = self.plan(graph, targets)
+        local: dict[str, dict[str, Any]] = {}
+        plan = self._plan_with_targets(graph, targets, local)
         result = RunResult(run_id, "ok", plan)
         self.events.emit(RunStarted(run_id, plan.to_dict(), list(plan.targets)))
         for nid in plan.cached:
-            ui = None
-            if nid in plan.targets:
-                entry = self.cache.get(plan.signatures[nid])
-                ui = entry.outputs.get("ui") if entry else None
+            ui = local[nid].get("ui") if nid in local else None
             self.events.emit(NodeFinished(run_id, nid, graph.nodes[nid].type, True, 0.0,
                                           V.to_json_safe(ui) if ui is not None else None))
-        local: dict[str, dict[str, Any]] = {}
         for _attempt in range(3):
             try:
                 self._execute(graph, plan, result, local, cancel)
                 break
             except _Replan as miss:
                 self.cache.discard(str(miss))
-                plan = self.plan(graph, plan.targets)
+                plan = self._plan_with_targets(graph, plan.targets, local)
                 result.plan = plan
         for nid in plan.targets:
             outs = local.get(nid)
-            if outs is None and nid not in result.failures and nid not in result.skipped:
-                entry = self.cache.get(plan.signatures[nid])
-                outs = entry.outputs if entry else None
             if outs is not None:
                 result.outputs[nid] = outs
                 ui = outs.get("ui")
@@ -237,6 +231,25 @@ class Executor:
         self.events.emit(RunFinished(run_id, result.status, list(result.files), result.seconds,
                                      sorted(result.failures), sorted(result.skipped)))
         return result
+
+    def _plan_with_targets(self, graph: Graph, targets: list[str] | None,
+                           local: dict[str, dict[str, Any]]) -> Plan:
+        """Plan, and fetch the outputs of cached targets now: an entry that turns out to
+        be unreadable is dropped and the plan made again without it."""
+        for _attempt in range(5):
+            plan = self.plan(graph, targets)
+            missing = None
+            for nid in plan.cached:
+                if nid in plan.targets and nid not in local:
+                    entry = self.cache.get(plan.signatures[nid])
+                    if entry is None:
+                        missing = plan.signatures[nid]
+                        break
+                    local[nid] = entry.outputs
+            if missing is None:
+                return plan
+            self.cache.discard(missing)
+        return plan
 
     def _execute(self, graph: Graph, plan: Plan, result: RunResult,
                  local: dict[str, dict[str, Any]], cancel: CancelToken) -> None:
@@ -365,6 +378,26 @@ def _failure(nid: str, node_type: str, exc: BaseException) -> NodeFailure:
         return NodeFailure(nid, node_type, f"out of memory: {exc}", hint="use a smaller size or "
                            "batch, or free memory", traceback=tb)
     return NodeFailure(nid, node_type, f"{type(exc).__name__}: {exc}", traceback=tb)
+
+
+def _topological(graph: Graph, ids: set[str], sources: dict[str, dict[str, Link]]) -> list[str]:
+    """Dependency order over the effective links (which skip bypassed nodes)."""
+    indeg = dict.fromkeys((i for i in graph.nodes if i in ids), 0)
+    children: dict[str, list[str]] = {}
+    for nid in indeg:
+        for l in sources[nid].values():
+            indeg[nid] += 1
+            children.setdefault(l.src, []).append(nid)
+    ready = [i for i, d in indeg.items() if d == 0]
+    order: list[str] = []
+    while ready:
+        nid = ready.pop()
+        order.append(nid)
+        for c in children.get(nid, ()):
+            indeg[c] -= 1
+            if indeg[c] == 0:
+                ready.append(c)
+    return order
 
 
 def _consumer_counts(plan: Plan) -> dict[str, int]:

@@ -1,0 +1,207 @@
+"""The image and mask nodes, run through the executor as a user's graph runs them."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine import Executor, Graph
+from engine.pngmeta import WORKFLOW_KEY, read_text
+
+
+def run1(reg, type_, outputs=("image",), **values):
+    """Run one node (with Tensor inputs fed through a helper graph) and return its outputs."""
+    g = Graph(reg)
+    tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+    params = {k: v for k, v in values.items() if k not in tensors}
+    node = g.add(type_, "x", **params)
+    ex = Executor()
+    spec = reg.get(type_)
+    for name, t in tensors.items():
+        g.add("_const_" + spec.input_map[name].type.value.lower(), f"c_{name}")
+        g.nodes[f"c_{name}"].params["key"] = name
+        g.connect((f"c_{name}", "value"), ("x", name))
+    _CONST.update(tensors)
+    r = ex.run(g, [node.id])
+    if not r.ok:
+        raise AssertionError(next(iter(r.failures.values())).message)
+    return r[node.id]
+
+
+_CONST = {}
+
+
+@pytest.fixture
+def reg(builtin_registry):
+    from engine.registry import Registry
+    from engine.spec import Node, Output, String
+    from engine.types import T
+
+    class Const(Node):  # hands a tensor from the test to the node under test
+        type = "_const_image"
+        cacheable = False
+        inputs = (String("key", ""),)
+        outputs = (Output("value", T.image),)
+
+        def run(self, ctx, key):
+            return {"value": _CONST[key]}
+
+    class ConstMask(Const):
+        type = "_const_mask"
+        outputs = (Output("value", T.mask),)
+
+    r = Registry()
+    r.register_all(builtin_registry)
+    r.register(Const)
+    r.register(ConstMask)
+    return r
+
+
+def failure(reg, type_, **values):
+    with pytest.raises(AssertionError) as info:
+        run1(reg, type_, **values)
+    return str(info.value)
+
+
+def write_rgba(path, size=(6, 4)):
+    arr = np.zeros((size[1], size[0], 4), np.uint8)
+    arr[..., 0] = 255
+    arr[..., 3] = 255
+    arr[0, 0, 3] = 0  # one transparent pixel
+    Image.fromarray(arr, "RGBA").save(path)
+
+
+def test_load_image_png_jpeg_webp_and_alpha_mask(tmp_path, reg):
+    write_rgba(tmp_path / "a.png")
+    out = run1(reg, "load_image", path=str(tmp_path / "a.png"))
+    assert out["image"].shape == (1, 3, 4, 6) and out["image"][0, 0].min() == 1.0
+    assert out["mask"].shape == (1, 1, 4, 6)
+    assert out["mask"][0, 0, 0, 0] == 1.0 and out["mask"].sum() == 1.0
+    rgb = Image.new("RGB", (5, 3), (0, 255, 0))
+    for ext in ("jpg", "webp"):
+        rgb.save(tmp_path / f"g.{ext}", quality=100)
+        out = run1(reg, "load_image", path=str(tmp_path / f"g.{ext}"))
+        assert out["image"].shape == (1, 3, 3, 5) and out["mask"].sum() == 0
+        assert out["image"][0, 1].mean() > 0.95
+
+
+def test_load_image_errors_name_the_input(tmp_path, reg):
+    msg = failure(reg, "load_image", path=str(tmp_path / "missing.png"))
+    assert "input 'path'" in msg and "existing image file" in msg
+    (tmp_path / "fake.png").write_text("not an image")
+    assert "could not be decoded" in failure(reg, "load_image", path=str(tmp_path / "fake.png"))
+
+
+def test_save_image_numbers_files_never_overwrites_and_embeds_the_workflow(tmp_path, reg):
+    g = Graph(reg)
+    img = tmp_path / "in.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(img)
+    load = g.add("load_image", "l", path=str(img))
+    g.add("save_image", "s", images=load["image"], filename_prefix="shots/test")
+    out = tmp_path / "out"
+    (out / "shots").mkdir(parents=True)
+    (out / "shots" / "test_00001.png").write_bytes(b"someone else's file")
+    r = Executor(output_dir=out).run(g)
+    [f] = r.files
+    assert f.endswith("shots/test_00002.png")
+    assert (out / "shots" / "test_00001.png").read_bytes() == b"someone else's file"
+    embedded = json.loads(read_text(f)[WORKFLOW_KEY])
+    assert embedded["nodes"][0]["params"]["path"] == str(img)
+    assert np.asarray(Image.open(f))[0, 0].tolist() == [10, 20, 30]
+    # cached while the file exists; deleting it makes Save Image run again
+    ex = Executor(output_dir=out)
+    ex.run(g)
+    assert ex.run(g).computed == []
+    for p in (out / "shots").glob("test_0000[2-9].png"):
+        p.unlink()
+    assert ex.run(g).computed == ["s"]
+
+
+def test_save_image_refuses_prefixes_outside_the_output_folder(reg):
+    img = torch.zeros(1, 3, 2, 2)
+    for bad in ("../escape", "/abs/path"):
+        assert "filename_prefix" in failure(reg, "save_image", images=img, filename_prefix=bad)
+
+
+def test_resize_modes(reg):
+    img = torch.rand(2, 3, 20, 40)
+    assert run1(reg, "resize_image", image=img, width=20, height=0)["image"].shape == (2, 3, 10, 20)
+    for method in ("nearest", "bilinear", "bicubic", "area", "lanczos"):
+        out = run1(reg, "resize_image", image=img, width=13, height=7, method=method)["image"]
+        assert out.shape == (2, 3, 7, 13) and 0 <= out.min() and out.max() <= 1
+    fit = run1(reg, "resize_image", image=img, width=30, height=30, fit="fit")["image"]
+    fill = run1(reg, "resize_image", image=img, width=30, height=30, fit="fill")["image"]
+    assert fit.shape[-2:] == (15, 30) and fill.shape[-2:] == (30, 30)
+    assert "a width or a height" in failure(reg, "resize_image", image=img, width=0, height=0)
+
+
+def test_crop_and_pad(reg):
+    img = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5) / 120
+    crop = run1(reg, "crop_image", image=img, x=1, y=2, width=10, height=10)["image"]
+    assert torch.equal(crop, img[..., 2:, 1:])  # cut at the edge
+    assert "corner inside the 5x4 image" in failure(reg, "crop_image", image=img, x=5, y=0)
+    out = run1(reg, "pad_image", image=img, left=1, top=2, right=3, bottom=0, color="#ff0000")
+    padded, mask = out["image"], out["mask"]
+    assert padded.shape == (2, 3, 6, 9) and torch.equal(padded[..., 2:, 1:6], img)
+    assert padded[0, :, 0, 0].tolist() == [1.0, 0.0, 0.0]
+    assert mask.sum() == 2 * (6 * 9 - 4 * 5) and mask[0, 0, 2:, 1:6].sum() == 0
+    edge = run1(reg, "pad_image", image=img, left=2, mode="edge")["image"]
+    assert torch.equal(edge[..., 0], img[..., 0])
+    assert "reflect" in failure(reg, "pad_image", image=img, left=9, mode="reflect")
+
+
+def test_blend_modes_and_size_mismatch(reg):
+    a, b = torch.full((1, 3, 4, 4), 0.5), torch.full((1, 3, 4, 4), 0.2)
+    assert torch.allclose(run1(reg, "blend_images", image_a=a, image_b=b, factor=1.0,
+                               mode="multiply")["image"], a * b)
+    assert torch.allclose(run1(reg, "blend_images", image_a=a, image_b=b, factor=0.5)["image"],
+                          (a + b) / 2)
+    msg = failure(reg, "blend_images", image_a=a, image_b=torch.zeros(1, 3, 5, 4))
+    assert "image_b" in msg and "4x4" in msg and "4x5" in msg
+
+
+def test_composite_with_mask_keeps_unmasked_pixels_bit_for_bit(reg):
+    dst = torch.rand(1, 3, 8, 8)
+    src = torch.rand(1, 3, 4, 4)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., 1:3, 1:3] = 0.5
+    out = run1(reg, "composite_images", destination=dst, source=src, x=2, y=3, mask=mask)["image"]
+    keep = torch.ones(8, 8, dtype=torch.bool)
+    keep[4:6, 3:5] = False
+    assert torch.equal(out[..., keep], dst[..., keep])
+    assert torch.allclose(out[..., 4:6, 3:5], (dst[..., 4:6, 3:5] + src[..., 1:3, 1:3]) / 2)
+    # a source hanging over the edge is clipped; no mask pastes it whole
+    out = run1(reg, "composite_images", destination=dst, source=src, x=6, y=-2)["image"]
+    assert torch.equal(out[..., 0:2, 6:8], src[..., 2:4, 0:2])
+
+
+def test_mask_nodes(reg):
+    img = torch.zeros(1, 3, 9, 9)
+    img[:, 0, 4, 4] = 1.0  # one red pixel
+    m = run1(reg, "mask_from_color", image=img, color="red")["mask"]
+    assert m.sum() == 1 and m[0, 0, 4, 4] == 1
+    grown = run1(reg, "grow_mask", mask=m, pixels=2)["mask"]
+    assert grown[0, 0, 4, 2] == 1 and grown[0, 0, 4, 1] == 0 and 9 < grown.sum() < 25
+    shrunk = run1(reg, "grow_mask", mask=grown, pixels=-2)["mask"]
+    assert shrunk[0, 0, 4, 4] == 1 and shrunk.sum() < grown.sum()
+    inv = run1(reg, "invert_mask", mask=m)["mask"]
+    assert torch.equal(inv, 1 - m)
+    blurred = run1(reg, "blur_mask", mask=m, radius=3.0)["mask"]
+    assert abs(blurred.sum().item() - 1.0) < 1e-4 and blurred[0, 0, 4, 4] < 1
+    lum = run1(reg, "image_to_mask", image=img, channel="red")["mask"]
+    assert torch.equal(lum, m)
+    assert run1(reg, "mask_to_image", mask=m)["image"].shape == (1, 3, 9, 9)
+    th = run1(reg, "threshold_mask", mask=blurred, threshold=0.01)["mask"]
+    assert set(th.unique().tolist()) == {0.0, 1.0}
+    assert "colour such as" in failure(reg, "mask_from_color", image=img, color="not-a-colour")
+
+
+def test_primitives_feed_widget_inputs(reg):
+    g = Graph(reg)
+    w = g.add("int", "w", value=6)
+    c = g.add("solid_mask", "m", value=0.5, height=3)
+    g.connect(w["value"], ("m", "width"))
+    r = Executor().run(g, ["m"])
+    assert r["m"]["mask"].shape == (1, 1, 3, 6)
