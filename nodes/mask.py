@@ -74,7 +74,7 @@ class InvertMask(Node):
         return {"mask": 1.0 - mask}
 
 
-def grow(mask, pixels: int):
+def grow(mask, pixels: int, check=lambda: None):
     """Dilate (pixels > 0) or erode (< 0) by alternating 3x3 square and cross steps,
     which grows a point into an octagon close to a disc, in O(pixels) work."""
     import torch
@@ -84,6 +84,7 @@ def grow(mask, pixels: int):
         return mask.clone()
     x = mask if pixels > 0 else 1.0 - mask
     for i in range(abs(pixels)):
+        check()
         if i % 2 == 0:
             x = F.max_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
         else:
@@ -104,7 +105,7 @@ class GrowMask(Node):
 
     def run(self, ctx, mask, pixels=8):
         check_mask(mask, "mask")
-        return {"mask": grow(mask, pixels)}
+        return {"mask": grow(mask, pixels, ctx.check_cancelled)}
 
 
 def gaussian_blur(x, radius: float):
