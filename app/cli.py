@@ -291,9 +291,8 @@ def cmd_extract(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from engine import DiskCache
-
     from app.paths import cache_dir
+    from engine import DiskCache
 
     disk = DiskCache(Path(args.cache_dir) if args.cache_dir else cache_dir() / "outputs")
     if args.clear:

@@ -26,7 +26,7 @@ from .events import EventBus, NodeFailed, NodeFinished, NodeStarted, RunFinished
 from .fsutil import FileHasher
 from .graph import Graph, Link
 from .spec import REQUIRED, FingerprintEnv, Node
-from .validate import InvalidGraph, errors, source, validate
+from .validate import InvalidGraph, analyze, errors
 
 
 @dataclass
@@ -95,28 +95,20 @@ class Executor:
              nonce: str | None = None) -> Plan:
         """Which nodes must run and which come from the cache. Raises InvalidGraph."""
         targets = list(targets) if targets is not None else graph.output_nodes()
-        problems = validate(graph, targets if targets else None)
+        problems, all_sources = analyze(graph, targets if targets else None)
         if errors(problems):
             raise InvalidGraph(problems)
         reg = graph.registry
 
-        # Effective sources (through bypassed nodes), walking back from the targets.
+        # What the targets need through the effective links (bypassed nodes skipped).
         sources: dict[str, dict[str, Link]] = {}
-        stack, seen = list(targets), set()
+        stack = list(targets)
         while stack:
             nid = stack.pop()
-            if nid in seen:
-                continue
-            seen.add(nid)
-            cls = reg.get(graph.nodes[nid].type)
-            srcs = {}
-            for inp in cls.inputs:
-                link = source(graph, nid, inp.name)
-                if isinstance(link, Link):
-                    srcs[inp.name] = link
-                    stack.append(link.src)
-            sources[nid] = srcs
-        order = _topological(graph, seen, sources)
+            if nid not in sources:
+                sources[nid] = all_sources[nid]
+                stack.extend(l.src for l in sources[nid].values())
+        order = _topological(graph, sources, sources)
 
         sigs, volatile = self.signatures(graph, order, sources, nonce or uuid.uuid4().hex)
 
@@ -189,7 +181,8 @@ class Executor:
                 volatile.add(nid)
             if nid in volatile:
                 parts.append(nonce)
-            sigs[nid] = hashlib.blake2b(V.json_dumps(parts).encode(), digest_size=20).hexdigest()
+            # repr is canonical here: widget values are coerced to int / float / str / bool
+            sigs[nid] = hashlib.blake2b(repr(parts).encode(), digest_size=20).hexdigest()
         return sigs, volatile
 
     # ---- running ---------------------------------------------------------------------------
@@ -380,7 +373,7 @@ def _failure(nid: str, node_type: str, exc: BaseException) -> NodeFailure:
     return NodeFailure(nid, node_type, f"{type(exc).__name__}: {exc}", traceback=tb)
 
 
-def _topological(graph: Graph, ids: set[str], sources: dict[str, dict[str, Link]]) -> list[str]:
+def _topological(graph: Graph, ids, sources: dict[str, dict[str, Link]]) -> list[str]:
     """Dependency order over the effective links (which skip bypassed nodes)."""
     indeg = dict.fromkeys((i for i in graph.nodes if i in ids), 0)
     children: dict[str, list[str]] = {}

@@ -57,5 +57,7 @@ def _inflate(data: bytes, limit: int) -> bytes:
 
 def itxt_chunk(key: str, text: str) -> bytes:
     """A compressed iTXt chunk (UTF-8 safe)."""
-    body = key.encode("latin-1") + b"\0" + b"\1\0" + b"\0" + b"\0" + zlib.compress(text.encode("utf-8"), 9)
-    return struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", zlib.crc32(b"iTXt" + body))
+    # keyword, NUL, compressed flag 1, method 0, empty language tag and translated keyword
+    body = key.encode("latin-1") + b"\0\1\0\0\0" + zlib.compress(text.encode("utf-8"), 9)
+    crc = zlib.crc32(b"iTXt" + body)
+    return struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", crc)

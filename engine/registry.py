@@ -62,7 +62,8 @@ class Registry:
 
         A broken plugin is recorded in `plugin_errors` and logged; it never stops Loom.
         """
-        for ep in sorted(metadata.entry_points(group=group), key=lambda e: (e.name != "builtin", e.name)):
+        eps = metadata.entry_points(group=group)
+        for ep in sorted(eps, key=lambda e: (e.name != "builtin", e.name)):
             try:
                 self._register_object(ep.load())
             except Exception as exc:  # a third-party package must not take Loom down
@@ -74,7 +75,7 @@ class Registry:
             if hasattr(obj, "register"):
                 obj.register(self)
             else:
-                self.register_all(getattr(obj, "NODES"))
+                self.register_all(obj.NODES)
         elif isinstance(obj, type) and issubclass(obj, Node):
             self.register(obj)
         elif callable(obj):

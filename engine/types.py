@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class T(str, Enum):
+class T(StrEnum):
     image = "IMAGE"
     mask = "MASK"
     latent = "LATENT"
@@ -23,9 +23,6 @@ class T(str, Enum):
     choice = "CHOICE"
     seed = "SEED"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 PRIMITIVES = frozenset({T.int, T.float, T.string, T.bool, T.choice, T.seed})
 
@@ -42,6 +39,8 @@ _WIDENING = frozenset({
 
 def can_connect(out_type: T | str, in_type: T | str) -> bool:
     """True when an output of `out_type` may feed an input of `in_type`."""
+    if out_type is in_type:
+        return True
     a, b = T(out_type), T(in_type)
     return a == b or (a, b) in _WIDENING
 

@@ -71,9 +71,10 @@ def source(graph: Graph, node_id: str, input_name: str) -> Link | None | str:
     return None
 
 
-def needed(graph: Graph, targets: Iterable[str]) -> list[str]:
-    """The targets and everything they depend on (through bypassed nodes)."""
-    incoming = incoming_links(graph)
+def needed(graph: Graph, targets: Iterable[str],
+           incoming: dict[str, list[Link]] | None = None) -> list[str]:
+    """The targets and everything they depend on (bypassed nodes included)."""
+    incoming = incoming_links(graph) if incoming is None else incoming
     seen: set[str] = set()
     stack = list(targets)
     out = []
@@ -97,8 +98,17 @@ def incoming_links(graph: Graph) -> dict[str, list[Link]]:
 
 def validate(graph: Graph, targets: Iterable[str] | None = None) -> list[Problem]:
     """All problems of the graph, or of what the given targets need. Errors first."""
+    return analyze(graph, targets)[0]
+
+
+def analyze(graph: Graph, targets: Iterable[str] | None = None
+            ) -> tuple[list[Problem], dict[str, dict[str, Link]]]:
+    """Problems, plus the effective links (through bypassed nodes) into every checked node:
+    {node: {input: link}}. The executor plans from the same walk, so it is done once."""
     problems: list[Problem] = []
+    sources: dict[str, dict[str, Link]] = {}
     reg = graph.registry
+    incoming = incoming_links(graph)
     if targets is None:
         targets = graph.output_nodes()
         if not targets:
@@ -111,14 +121,13 @@ def validate(graph: Graph, targets: Iterable[str] | None = None) -> list[Problem
             if t not in graph.nodes:
                 problems.append(Problem(f"no node with id {t!r} to run", node=t, code="no_node"))
         targets = [t for t in targets if t in graph.nodes]
-        ids = needed(graph, targets)
+        ids = needed(graph, targets, incoming)
 
     for t in targets:
         if graph.nodes[t].mode != "active":
             problems.append(Problem(f"node is {graph.nodes[t].mode}, so it cannot be run",
                                     node=t, code="inactive_target"))
 
-    incoming = incoming_links(graph)
     for nid in ids:
         node = graph.nodes[nid]
         cls = reg.get(node.type)
@@ -139,18 +148,20 @@ def validate(graph: Graph, targets: Iterable[str] | None = None) -> list[Problem
                                         "but not used", node=nid, input=name,
                                         severity="warning", code="unknown_param"))
         wired = {l.dst_input: l for l in incoming.get(nid, ())}
-        for name, l in wired.items():
+        for name in wired:
             if name not in cls.input_map:
                 problems.append(Problem(f"a link goes to {name!r}, which {cls.title} does not "
                                         "have", node=nid, input=name, code="unknown_input"))
-        if node.mode == "muted":
+        if node.mode != "active":
             continue
+        srcs = sources[nid] = {}
         for inp in cls.inputs:
             got_src = source(graph, nid, inp.name) if inp.name in wired else None
             if isinstance(got_src, str):
                 problems.append(Problem(got_src, node=nid, input=inp.name, code="bypass"))
                 continue
             if got_src is not None:
+                srcs[inp.name] = got_src
                 src = graph.nodes[got_src.src]
                 if src.mode == "muted":
                     problems.append(Problem(f"fed by muted node {src.id}", node=nid,
@@ -196,7 +207,7 @@ def validate(graph: Graph, targets: Iterable[str] | None = None) -> list[Problem
         problems.append(Problem(f"this workflow was {graph.read_only}; it runs, but saving a "
                                 "changed copy is refused", severity="warning", code="newer_file"))
     problems.sort(key=lambda p: p.severity != "error")
-    return problems
+    return problems, sources
 
 
 def errors(problems: list[Problem]) -> list[Problem]:
@@ -204,10 +215,29 @@ def errors(problems: list[Problem]) -> list[Problem]:
 
 
 def _find_cycle(graph: Graph, ids: list[str]) -> list[str]:
+    """A cycle among the given nodes, or []. A linear-time check first; networkx only to
+    name the nodes of a cycle once there is one."""
+    idset = set(ids)
+    indeg = dict.fromkeys(idset, 0)
+    children: dict[str, list[str]] = {}
+    for l in graph.links.values():
+        if l.src in idset and l.dst in idset:
+            indeg[l.dst] += 1
+            children.setdefault(l.src, []).append(l.dst)
+    ready = [i for i, d in indeg.items() if d == 0]
+    done = 0
+    while ready:
+        done += 1
+        for c in children.get(ready.pop(), ()):
+            indeg[c] -= 1
+            if indeg[c] == 0:
+                ready.append(c)
+    if done == len(idset):
+        return []
+
     import networkx as nx
 
     g = nx.DiGraph()
-    idset = set(ids)
     g.add_nodes_from(ids)
     g.add_edges_from((l.src, l.dst) for l in graph.links.values()
                      if l.src in idset and l.dst in idset)

@@ -124,7 +124,8 @@ def encode(value: Any) -> tuple[Any, dict[str, Any]]:
         if v is None or isinstance(v, (bool, int, str)):
             return v
         if isinstance(v, float):
-            return v if v == v and v not in (float("inf"), float("-inf")) else {"__float__": repr(v)}
+            finite = v == v and v not in (float("inf"), float("-inf"))
+            return v if finite else {"__float__": repr(v)}
         if is_tensor(v) or type(v).__name__ == "ndarray":
             key = f"t{len(tensors)}"
             kind = "tensor"

@@ -37,7 +37,8 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Grap
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise WorkflowError(str(path), "", f"cannot read the file ({exc.strerror or exc})") from None
+        why = exc.strerror or exc
+        raise WorkflowError(str(path), "", f"cannot read the file ({why})") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -138,7 +139,8 @@ def from_dict(doc: Any, *, file: str = "<workflow>", registry: Registry | None =
             raise WorkflowError(file, f"{place}.pos", f"expected [x, y] numbers, got {_short(pos)}")
         mode = nd.get("mode", "active")
         if mode not in MODES:
-            raise WorkflowError(file, f"{place}.mode", f"expected one of {list(MODES)}, got {_short(mode)}")
+            raise WorkflowError(file, f"{place}.mode",
+                                f"expected one of {list(MODES)}, got {_short(mode)}")
         node_version = r.int(nd.get("version", 1), f"{place}.version", minimum=1)
         extra = {k: v for k, v in nd.items() if k not in _NODE_FIELDS}
         cls = reg.get(type_id)
@@ -151,7 +153,8 @@ def from_dict(doc: Any, *, file: str = "<workflow>", registry: Registry | None =
                     raise WorkflowError(file, place, f"cannot migrate {type_id} from version "
                                         f"{node_version}: {exc}") from None
                 node_version += 1
-        node = GraphNode(node_id, type_id, node_version, dict(params), title, tuple(pos), mode, extra)
+        node = GraphNode(node_id, type_id, node_version, dict(params), title, tuple(pos), mode,
+                         extra)
         if node_id in graph.nodes:
             raise WorkflowError(file, f"{place}.id", f"duplicate node id {node_id!r}")
         graph.insert(node)

@@ -13,8 +13,15 @@ from engine.pngmeta import WORKFLOW_KEY, itxt_chunk
 from engine.spec import Choice, Float, In, Int, Node, Output, String
 from engine.types import T
 
-from ._tensors import (check_image, check_mask, match_batch, parse_color, pil_to_tensors,
-                       size_of, tensor_to_pil)
+from ._tensors import (
+    check_image,
+    check_mask,
+    match_batch,
+    parse_color,
+    pil_to_tensors,
+    size_of,
+    tensor_to_pil,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MAX_SIDE = 16384

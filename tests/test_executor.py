@@ -164,7 +164,7 @@ def test_uncacheable_node_runs_every_time_with_its_dependents(test_registry):
 def test_in_place_change_of_an_input_is_caught_and_the_entry_dropped(test_registry):
     g = Graph(test_registry)
     t = g.add("tensor", "t", fill=1.0)
-    m = g.add("mutate", "m", image=t)
+    g.add("mutate", "m", image=t)
     ex = Executor()
     r = ex.run(g, ["m"])
     assert "changed one of its inputs in place" in r.failures["m"].message
@@ -194,7 +194,7 @@ def test_disk_tier_serves_a_new_executor_without_computing(tmp_path, test_regist
     import torch
 
     g = Graph(test_registry)
-    t = g.add("tensor", "t", fill=0.25, size=8)
+    g.add("tensor", "t", fill=0.25, size=8)
     m = g.add("num", "n", value=9)
     g.add("sink", "s", value=m)
     g.add("text_sink", "ts", text="hello")
@@ -241,6 +241,7 @@ def test_file_fingerprint_reruns_on_content_change_only(tmp_path, test_registry)
 
 def test_file_path_wired_from_a_primitive_is_fingerprinted(tmp_path, test_registry):
     import testnodes
+
     from engine.spec import Output, String
     from engine.types import T
 

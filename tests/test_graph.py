@@ -82,7 +82,6 @@ def test_remove_drops_links_and_group_membership(test_registry):
     g.groups.append(Group("g", [a.id, s.id]))
     g.remove(a.id)
     assert not g.links and g.groups[0].nodes == [s.id]
-    g.disconnect  # exists
     with pytest.raises(GraphError):
         g.disconnect(s.id, "a")
 

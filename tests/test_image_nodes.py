@@ -19,7 +19,7 @@ def run1(reg, type_, outputs=("image",), **values):
     node = g.add(type_, "x", **params)
     ex = Executor()
     spec = reg.get(type_)
-    for name, t in tensors.items():
+    for name in tensors:
         g.add("_const_" + spec.input_map[name].type.value.lower(), f"c_{name}")
         g.nodes[f"c_{name}"].params["key"] = name
         g.connect((f"c_{name}", "value"), ("x", name))
@@ -201,7 +201,7 @@ def test_mask_nodes(reg):
 def test_primitives_feed_widget_inputs(reg):
     g = Graph(reg)
     w = g.add("int", "w", value=6)
-    c = g.add("solid_mask", "m", value=0.5, height=3)
+    g.add("solid_mask", "m", value=0.5, height=3)
     g.connect(w["value"], ("m", "width"))
     r = Executor().run(g, ["m"])
     assert r["m"]["mask"].shape == (1, 1, 3, 6)

@@ -9,9 +9,9 @@ import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from testnodes import registry as make_registry
 
 from engine import Executor, Graph, dumps, loads
-from testnodes import registry as make_registry
 
 REG = make_registry()
 

@@ -83,6 +83,7 @@ def test_aliases_become_the_current_type_id(test_registry):
 
 def test_file_and_node_migrations(test_registry):
     import testnodes
+
     from engine.registry import Registry
 
     class AddV2(testnodes.Add):

@@ -23,7 +23,7 @@ PY = BIN / ("python.exe" if os.name == "nt" else "python")
 
 
 def ensure_env() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - run by whatever python3 the user has
         sys.exit(f"Loom needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     stamp = VENV / ".loom-stamp"
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
