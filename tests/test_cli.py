@@ -96,6 +96,15 @@ def test_invalid_and_unreadable_workflows_exit_2(work):
     assert {p["code"] for p in vj} == {"bad_value", "unknown_type"}
     assert loom("validate", EXAMPLE).returncode == 0
     assert loom("run", inv, "--no-disk-cache").returncode == 2
+    cyc = json.loads(EXAMPLE.read_text())
+    cyc["links"].append({"from": ["frame", "image"], "to": ["upscale", "image"]})
+    cyc["links"] = [l for l in cyc["links"] if l["to"] != ["upscale", "image"] or
+                    l["from"][0] == "frame"]
+    path = work["tmp"] / "cycle.json"
+    path.write_text(json.dumps(cyc))
+    c = loom("validate", path)
+    assert c.returncode == 2 and "the graph has a cycle:" in c.stdout
+    assert "frame" in c.stdout and "upscale" in c.stdout
 
 
 def test_ctrl_c_cancels_cleanly_with_exit_130(work):
