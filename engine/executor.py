@@ -70,6 +70,11 @@ class Executor:
     def __init__(self, cache: Cache | None = None, models: Any = None,
                  output_dir: str | os.PathLike[str] | None = None):
         self.cache = cache if cache is not None else Cache()
+        if models is None:
+            from .modelpaths import ModelFolders
+            from .runtime.models import ModelManager
+
+            models = ModelManager(paths=ModelFolders())
         self.models = models
         self.output_dir = Path(output_dir) if output_dir is not None else Path("output")
         self.events = EventBus()
@@ -90,6 +95,15 @@ class Executor:
             return bases[0] / p if bases else p
 
         return resolve
+
+    def _find_model(self, kind: str, name: str) -> Path | None:
+        paths = getattr(self.models, "paths", None)
+        if paths is None:
+            return None
+        try:
+            return paths.find(kind, name)
+        except LookupError:
+            return None
 
     def plan(self, graph: Graph, targets: list[str] | None = None, *,
              nonce: str | None = None) -> Plan:
@@ -144,7 +158,8 @@ class Executor:
                    nonce: str) -> tuple[dict[str, str], set[str]]:
         """Merkle signatures of the given nodes (in dependency order)."""
         reg = graph.registry
-        env = FingerprintEnv(self.resolver(graph), self.file_hash, str(self.output_dir))
+        env = FingerprintEnv(self.resolver(graph), self.file_hash, str(self.output_dir),
+                             self._find_model)
         sigs: dict[str, str] = {}
         volatile: set[str] = set()
         for nid in order:

@@ -20,6 +20,25 @@ class _Required:
 REQUIRED: Any = _Required()
 
 SEED_MAX = 2**64 - 1
+# File kinds that name models: fingerprinted by path, size and mtime instead of contents.
+MODEL_KINDS = frozenset({"checkpoints", "diffusers", "loras", "vae", "controlnet",
+                         "upscale_models", "hair", "model"})
+
+
+def _stat_print(path: Any) -> Any:
+    import os
+
+    if path is None:
+        return None
+    try:
+        if os.path.isdir(path):  # a diffusers folder: its newest file decides
+            newest = max((os.stat(os.path.join(d, f)).st_mtime_ns
+                          for d, _, fs in os.walk(path) for f in fs), default=0)
+            return [str(path), "dir", newest]
+        st = os.stat(path)
+        return [str(path), st.st_size, st.st_mtime_ns]
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -165,6 +184,7 @@ class FingerprintEnv:
     resolve_path: Any  # callable str -> pathlib.Path | None
     file_hash: Any  # callable Path -> str (content hash, memoised by path, size, mtime)
     output_dir: str = ""
+    find_model: Any = None  # callable (kind, name) -> pathlib.Path | None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -216,11 +236,18 @@ class Node:
 
     @classmethod
     def fingerprint(cls, values: dict[str, Any], env: FingerprintEnv) -> Any:
-        """Extra signature ingredients. By default: content hashes of the files named."""
-        out = {}
+        """Extra signature ingredients. By default: content hashes of the files named;
+        for model files (gigabytes) their resolved path, size and modification time."""
+        out: dict[str, Any] = {}
         for name in cls.file_inputs:
             value = values.get(name)
-            if isinstance(value, str) and value:
+            if not (isinstance(value, str) and value):
+                continue
+            kind = cls.input_map[name].file
+            if kind in MODEL_KINDS:
+                path = env.find_model(kind, value) if env.find_model else None
+                out[name] = _stat_print(path)
+            else:
                 path = env.resolve_path(value)
                 out[name] = env.file_hash(path) if path is not None else None
         return out or None

@@ -8,7 +8,7 @@ from engine.registry import Registry
 
 
 def register(registry: Registry) -> None:
-    from . import image, mask, primitives
+    from . import diffusion, image, mask, primitives
 
-    for module in (primitives, image, mask):
+    for module in (primitives, image, mask, diffusion):
         registry.register_all(module.NODES)

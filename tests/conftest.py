@@ -42,3 +42,23 @@ def events():
             return {e.node for e in self.named("node_finished") if not e.cached}
 
     return Recorder()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Tiny random-weight SD models in a model folder (diffusers + single file)."""
+    from nodes.diffusion.fixtures import build_sd15
+
+    root = tmp_path_factory.mktemp("models")
+    build_sd15(root, "tiny-sd15", seed=0)
+    return root
+
+
+@pytest.fixture
+def model_executor(tiny_models):
+    from engine import Executor
+    from engine.modelpaths import ModelFolders
+    from engine.runtime.models import ModelManager
+
+    manager = ModelManager(paths=ModelFolders([tiny_models], use_env=False, use_config=False))
+    return Executor(models=manager)

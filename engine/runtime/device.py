@@ -1,0 +1,56 @@
+"""Which device and dtypes to compute with. CUDA (fp16, or bf16 where supported), then
+MPS (fp16), then CPU (fp32). `LOOM_DEVICE` and `LOOM_DTYPE` override, as does a run's
+own setting."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
+          "bf16": "bfloat16", "bfloat16": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: str  # "cuda", "cuda:1", "mps", "cpu"
+    dtype: str  # compute dtype for UNet / text encoders: float32 / float16 / bfloat16
+    vae_dtype: str  # the VAE overflows in fp16 (SD1.5 / SDXL): kept at bf16 or fp32
+
+    def torch_device(self) -> Any:
+        import torch
+
+        return torch.device(self.device)
+
+    def torch_dtype(self, which: str = "model") -> Any:
+        import torch
+
+        return getattr(torch, self.vae_dtype if which == "vae" else self.dtype)
+
+
+def choose(device: str | None = None, dtype: str | None = None) -> DeviceChoice:
+    import torch
+
+    device = device or os.environ.get("LOOM_DEVICE") or ""
+    dtype = dtype or os.environ.get("LOOM_DTYPE") or ""
+    if not device:
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    if dtype:
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16")
+        dtype = DTYPES[dtype]
+    elif device.startswith("cuda"):
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    elif device == "mps":
+        dtype = "float16"
+    else:
+        dtype = "float32"
+    vae = dtype if dtype != "float16" else ("bfloat16" if device.startswith("cuda") and
+                                            torch.cuda.is_bf16_supported() else "float32")
+    return DeviceChoice(device, dtype, vae)

@@ -1,0 +1,5 @@
+"""Stable Diffusion 1.x / 2.x / SDXL: loaders, text encoding, sampling, VAE."""
+
+from . import conditioning, models, sampling, vae
+
+NODES = (*models.NODES, *conditioning.NODES, *sampling.NODES, *vae.NODES)

@@ -1,0 +1,124 @@
+"""Tiny random-weight Stable Diffusion models, built offline, for tests and benchmarks.
+
+Each is saved the two ways users' models come: a diffusers folder, and a single-file
+checkpoint in the original (LDM) layout with a `NAME.config/` folder beside it holding
+the diffusers configs and tokenizer that describe its (tiny) architecture. Everything
+loads through the same code as a user's checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def write_byte_tokenizer(folder: Path, max_length: int = 77, pad: str = "<|endoftext|>") -> int:
+    """A CLIP tokenizer with a byte-level vocabulary and no merges: every word becomes its
+    bytes. Returns the vocabulary size."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(_bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": i + 256 for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = 512
+    vocab["<|endoftext|>"] = 513
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": max_length,
+        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "pad_token": pad, "do_lower_case": True}))
+    (folder / "special_tokens_map.json").write_text(json.dumps({
+        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "pad_token": pad}))
+    return len(vocab)
+
+
+def tiny_unet_config(cross_attention_dim: int = 32, in_channels: int = 4) -> dict[str, Any]:
+    return dict(sample_size=8, in_channels=in_channels, out_channels=4, layers_per_block=1,
+                block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D",
+                                                               "DownBlock2D"),
+                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                cross_attention_dim=cross_attention_dim, attention_head_dim=8,
+                norm_num_groups=32)
+
+
+def tiny_vae_config() -> dict[str, Any]:
+    return dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+                block_out_channels=(8, 16, 16, 16), norm_num_groups=8, sample_size=64,
+                down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4)
+
+
+SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                      num_train_timesteps=1000, steps_offset=1, set_alpha_to_one=False,
+                      skip_prk_steps=True, prediction_type="epsilon")
+
+
+def build_sd15(root: str | Path, name: str = "tiny-sd15", seed: int = 0) -> dict[str, Path]:
+    """A tiny SD 1.5-shaped model: `root/diffusers/NAME/` and
+    `root/checkpoints/NAME.safetensors` (+ `NAME.config/`). Returns the paths."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from .ldm import clip_to_ldm, unet_to_ldm, vae_to_ldm
+
+    root = Path(root)
+    folder = root / "diffusers" / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    tok_dir = root / ".tmp-tokenizer"
+    vocab = write_byte_tokenizer(tok_dir)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**tiny_unet_config())
+    vae = AutoencoderKL(**tiny_vae_config())
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=2, num_attention_heads=4,
+                                        max_position_embeddings=77, bos_token_id=512,
+                                        eos_token_id=513, pad_token_id=513,
+                                        projection_dim=32))
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                                   scheduler=PNDMScheduler(**SD15_SCHEDULER),
+                                   safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    shutil.rmtree(tok_dir)
+
+    ckpt_dir = root / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state = {}
+    state.update(unet_to_ldm(unet.state_dict(), dict(unet.config)))
+    state.update(vae_to_ldm(vae.state_dict(), dict(vae.config)))
+    state.update(clip_to_ldm(text.state_dict()))
+    single = ckpt_dir / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, single)
+    write_config_folder(folder, ckpt_dir / f"{name}.config")
+    return {"diffusers": folder, "single_file": single, "root": root}
+
+
+def write_config_folder(model_folder: Path, target: Path) -> None:
+    """Copy a diffusers folder's configs and tokenizers, without weights."""
+    if target.exists():
+        shutil.rmtree(target)
+    for f in model_folder.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".txt"):
+            dest = target / f.relative_to(model_folder)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest)

@@ -1,0 +1,97 @@
+"""diffusers -> original (LDM) checkpoint layout, the reverse of diffusers' own single-file
+conversion. Used to write single-file checkpoints of tiny test models; the loading path
+stays diffusers' forward conversion, which is what users' files go through."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+           "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+_UNET_TOP = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+
+
+def unet_to_ldm(sd: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    L = config["layers_per_block"]
+    has_attn_up = ["CrossAttn" in t for t in config["up_block_types"]]
+    out = {}
+    for key, value in sd.items():
+        new = _unet_key(key, L, has_attn_up)
+        out["model.diffusion_model." + new] = value
+    return out
+
+
+def _resnet(rest: str) -> str:
+    head, _, tail = rest.partition(".")
+    return f"{_RESNET.get(head, head)}.{tail}"
+
+
+def _unet_key(key: str, L: int, has_attn_up: list[bool]) -> str:
+    for d, l in _UNET_TOP.items():
+        if key.startswith(d + "."):
+            return l + key[len(d):]
+    if m := re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+        b, j, rest = int(m[1]), int(m[2]), m[3]
+        return f"input_blocks.{1 + b * (L + 1) + j}.0.{_resnet(rest)}"
+    if m := re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
+        b, j, rest = int(m[1]), int(m[2]), m[3]
+        return f"input_blocks.{1 + b * (L + 1) + j}.1.{rest}"
+    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
+        return f"input_blocks.{(int(m[1]) + 1) * (L + 1)}.0.op.{m[2]}"
+    if m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", key):
+        return f"middle_block.{2 * int(m[1])}.{_resnet(m[2])}"
+    if m := re.match(r"mid_block\.attentions\.0\.(.*)", key):
+        return f"middle_block.1.{m[1]}"
+    if m := re.match(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+        b, j, rest = int(m[1]), int(m[2]), m[3]
+        return f"output_blocks.{b * (L + 1) + j}.0.{_resnet(rest)}"
+    if m := re.match(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
+        b, j, rest = int(m[1]), int(m[2]), m[3]
+        return f"output_blocks.{b * (L + 1) + j}.1.{rest}"
+    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
+        b = int(m[1])
+        return f"output_blocks.{b * (L + 1) + L}.{2 if has_attn_up[b] else 1}.conv.{m[2]}"
+    raise KeyError(f"no original-layout name for UNet key {key!r}")
+
+
+_VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def vae_to_ldm(sd: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    n_up = len(config["up_block_types"])
+    out = {}
+    for key, value in sd.items():
+        new = key.replace("conv_norm_out", "norm_out")
+        if m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.*?)\.(weight|bias)$", key):
+            part = _VAE_ATTN[m[2]]
+            new = f"{m[1]}.mid.attn_1.{part}.{m[3]}"
+            if m[3] == "weight" and part != "norm":
+                value = value[:, :, None, None]  # linear -> 1x1 conv
+        elif m := re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.*)", key):
+            new = f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3]}"
+        elif m := re.match(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+            new = f"encoder.down.{m[1]}.block.{m[2]}.{m[3]}"
+        elif m := re.match(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
+            new = f"encoder.down.{m[1]}.downsample.conv.{m[2]}"
+        elif m := re.match(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+            new = f"decoder.up.{n_up - 1 - int(m[1])}.block.{m[2]}.{m[3]}"
+        elif m := re.match(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
+            new = f"decoder.up.{n_up - 1 - int(m[1])}.upsample.conv.{m[2]}"
+        new = new.replace("conv_shortcut", "nin_shortcut")
+        out["first_stage_model." + new] = value
+    return out
+
+
+def clip_to_ldm(sd: dict[str, Any]) -> dict[str, Any]:
+    """SD 1.x: the HF CLIPTextModel keys under cond_stage_model.transformer.text_model
+    (newer transformers save them without the `text_model.` level)."""
+    out = {}
+    for k, v in sd.items():
+        if k.endswith("position_ids"):
+            continue
+        k = k if k.startswith("text_model.") else "text_model." + k
+        out["cond_stage_model.transformer." + k] = v
+    return out

@@ -1,0 +1,170 @@
+"""Reading users' model files: diffusers folders and single-file checkpoints (original
+layout), offline. Single files get their architecture from the config folders shipped in
+`resources/configs/<family>/`, or from a `NAME.config/` folder beside the file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InputError
+
+RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+CONFIGS = RESOURCES / "configs"
+
+# diffusers' model type names -> Loom's family names
+FAMILY_OF = {"v1": "sd15", "v2": "sd2", "xl_base": "sdxl", "xl_refiner": "sdxl_refiner",
+             "inpainting": "sd15_inpaint", "inpainting_v2": "sd2_inpaint",
+             "xl_inpaint": "sdxl_inpaint"}
+SUPPORTED = ("sd15", "sd2", "sdxl", "sdxl_refiner", "sd15_inpaint", "sd2_inpaint",
+             "sdxl_inpaint")
+SDXL_FAMILIES = ("sdxl", "sdxl_refiner", "sdxl_inpaint")
+
+
+@dataclass
+class Components:
+    """What a checkpoint holds, as live modules (owned by the model manager)."""
+
+    family: str
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: dict[str, Any]
+    text_encoder_2: Any = None
+    tokenizer_2: Any = None
+
+    def items(self):
+        return {k: v for k, v in self.__dict__.items() if hasattr(v, "parameters")}.items()
+
+    def values(self):
+        return [v for _, v in self.items()]
+
+
+def quiet() -> None:
+    """diffusers and transformers print progress bars and notes; Loom reports its own."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """Tensors of a .safetensors file, or of a pickled .ckpt/.pt/.bin loaded safely."""
+    suffix = path.suffix.lower()
+    if suffix in (".safetensors", ".sft"):
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    import torch
+
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickles with code in them are refused, never run
+        raise InputError(None, "a checkpoint that holds only tensors", str(path),
+                         hint=f"it could not be read with weights_only=True ({exc}); "
+                         "convert it to .safetensors") from None
+    while isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
+        data = data["state_dict"]
+    return data
+
+
+def header_shapes(path: Path) -> dict[str, Any]:
+    """Tensor names and shapes of a checkpoint as meta tensors: enough to tell its family
+    without reading gigabytes. Pickled files are read (safely) in full."""
+    import torch
+
+    if path.suffix.lower() not in (".safetensors", ".sft"):
+        return read_state_dict(path)
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n > 100 << 20:
+            raise InputError("ckpt_name", "a safetensors file", path.name, hint="bad header")
+        header = json.loads(f.read(n))
+    return {k: torch.empty(v["shape"], device="meta") for k, v in header.items()
+            if k != "__metadata__"}
+
+
+def detect_family(state_dict: dict[str, Any]) -> str | None:
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+
+    if "model.diffusion_model.input_blocks.0.0.weight" not in state_dict:
+        return None  # diffusers' guess falls back to SD 1.x for anything at all
+    try:
+        kind = infer_diffusers_model_type(state_dict)
+    except Exception:
+        return None
+    return FAMILY_OF.get(kind)
+
+
+def family_of_folder(folder: Path) -> str:
+    index = json.loads((folder / "model_index.json").read_text())
+    cls = index.get("_class_name", "")
+    in_ch = json.loads((folder / "unet" / "config.json").read_text()).get("in_channels", 4)
+    if "XL" in cls:
+        fam = "sdxl_refiner" if index.get("text_encoder", [None, None])[0] is None else "sdxl"
+        return "sdxl_inpaint" if in_ch == 9 else fam
+    cross = json.loads((folder / "unet" / "config.json").read_text()).get("cross_attention_dim")
+    fam = "sd2" if cross == 1024 else "sd15"
+    return fam + "_inpaint" if in_ch == 9 else fam
+
+
+def config_folder_for(path: Path, family: str) -> Path:
+    sidecar = path.with_suffix(".config")
+    if sidecar.is_dir():
+        return sidecar
+    shipped = CONFIGS / family
+    if not (shipped / "model_index.json").is_file():
+        raise InputError("ckpt_name", f"a checkpoint of a family Loom has configs for "
+                         f"({', '.join(sorted(p.name for p in CONFIGS.glob('*')))})",
+                         f"{path.name} ({family})")
+    return shipped
+
+
+def load_components(path: Path, torch_dtype: Any = None) -> Components:
+    """Load every part of a checkpoint file or diffusers folder onto the CPU."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    quiet()
+    if not path.exists():
+        raise InputError("ckpt_name", "an existing checkpoint file or diffusers folder",
+                         str(path))
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise InputError("ckpt_name", "a diffusers folder (with model_index.json)",
+                             str(path))
+        family = family_of_folder(path)
+        cls = StableDiffusionXLPipeline if family in SDXL_FAMILIES else StableDiffusionPipeline
+        kwargs = {} if family in SDXL_FAMILIES else {"safety_checker": None,
+                                                      "requires_safety_checker": False}
+        pipe = cls.from_pretrained(path, local_files_only=True, torch_dtype=torch_dtype,
+                                   **kwargs)
+    else:
+        try:
+            state = header_shapes(path)
+        except (OSError, ValueError) as exc:
+            raise InputError("ckpt_name", "a readable checkpoint file", path.name,
+                             hint=str(exc)) from None
+        family = detect_family(state)
+        if family is None or family not in SUPPORTED:
+            raise InputError("ckpt_name", "a Stable Diffusion 1.x, 2.x or SDXL checkpoint",
+                             path.name, hint="its layout matched none of these families")
+        config = config_folder_for(path, family)
+        cls = StableDiffusionXLPipeline if family in SDXL_FAMILIES else StableDiffusionPipeline
+        kwargs = {} if family in SDXL_FAMILIES else {"safety_checker": None,
+                                                      "requires_safety_checker": False}
+        pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True,
+                                    torch_dtype=torch_dtype, **kwargs)
+        del state
+    for m in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+        if m is not None:
+            m.requires_grad_(False)
+            m.eval()
+    return Components(family, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,
+                      dict(pipe.scheduler.config), getattr(pipe, "text_encoder_2", None),
+                      getattr(pipe, "tokenizer_2", None))

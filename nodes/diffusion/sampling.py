@@ -1,0 +1,227 @@
+"""Empty Latent and the Sampler: the denoising loop over diffusers' schedulers, with
+progress, previews and cancellation at every step."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from engine.errors import InputError
+from engine.runtime import generator_for
+from engine.spec import Choice, Float, In, Int, Node, Output, Seed
+from engine.types import T
+from engine.values import Latent
+
+from .models import components
+
+# One table: the sampler names users know -> a diffusers scheduler and its settings.
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpm_2": ("KDPM2DiscreteScheduler", {}),
+    "dpm_2_ancestral": ("KDPM2AncestralDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++",
+                                                 "solver_order": 2}),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++",
+                                                     "solver_order": 2}),
+    "dpmpp_sde": ("DPMSolverSDEScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "uni_pc": ("UniPCMultistepScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
+}
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "normal": {},
+    "karras": {"use_karras_sigmas": True},
+    "exponential": {"use_exponential_sigmas": True},
+    "sgm_uniform": {"timestep_spacing": "trailing"},
+}
+
+# A fixed linear map from latent channels to RGB per family: a cheap live preview.
+PREVIEW_RGB = {
+    "sd15": ([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
+              [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]], [0.0, 0.0, 0.0]),
+    "sdxl": ([[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068],
+              [0.1076, 0.1111, -0.0362], [-0.3165, -0.2492, -0.2188]], [0.1084, -0.0175, -0.0011]),
+}
+
+
+def make_scheduler(base_config: dict[str, Any], sampler: str, schedule: str) -> Any:
+    import diffusers
+
+    cls_name, settings = SAMPLERS[sampler]
+    cls = getattr(diffusers, cls_name)
+    params = inspect.signature(cls.__init__).parameters
+    extra = dict(settings)
+    for k, v in SCHEDULES[schedule].items():
+        if k not in params:
+            raise InputError("scheduler", f"a schedule that {sampler} supports (normal"
+                             + (", sgm_uniform" if "timestep_spacing" in params else "") + ")",
+                             schedule)
+        extra[k] = v
+    config = {k: v for k, v in base_config.items() if not k.startswith("_")}
+    return cls.from_config(config, **extra)
+
+
+def preview_image(latents: Any, family: str) -> Any:
+    import torch
+
+    weights, bias = PREVIEW_RGB["sdxl" if family.startswith("sdxl") else "sd15"]
+    w = torch.tensor(weights, dtype=torch.float32)
+    x = latents[:1].detach().float().cpu()
+    rgb = torch.einsum("bchw,cr->brhw", x, w) + torch.tensor(bias).view(1, 3, 1, 1)
+    return ((rgb + 1) / 2).clamp(0, 1)
+
+
+def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int, cfg: float,
+           sampler: str, scheduler: str, denoise: float) -> Latent:
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    comps = components(ctx, model)
+    unet = comps.unet
+    manager = ctx.models
+    device = manager.device.torch_device()
+    dtype = unet.dtype
+    sched = make_scheduler(comps.scheduler_config, sampler, scheduler)
+    samples = latent.samples
+    batch = samples.shape[0]
+    indices = latent.batch_index or tuple(range(batch))
+    gens = [generator_for(seed, i) for i in indices]
+
+    sched.set_timesteps(steps, device=device)
+    timesteps = sched.timesteps
+    if denoise < 1.0:
+        init = min(int(steps * denoise), steps)
+        t_start = max(steps - init, 0)
+        timesteps = timesteps[t_start * sched.order:]
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(t_start * sched.order)
+        if len(timesteps) == 0:
+            return latent
+    noise = randn_tensor(tuple(samples.shape), generator=gens, device=device, dtype=dtype)
+    if denoise >= 1.0:
+        latents = noise * sched.init_noise_sigma
+    else:
+        start = timesteps[:1].repeat(batch)
+        latents = sched.add_noise(samples.to(device, dtype), noise, start)
+
+    guided = cfg > 1.0
+    pos, neg = positive.embeds, negative.embeds
+    pos, neg = _same_length(pos, neg)
+    emb = torch.cat([neg.repeat(batch, 1, 1), pos.repeat(batch, 1, 1)]) if guided \
+        else pos.repeat(batch, 1, 1)
+    emb = emb.to(device, dtype)
+    added = None
+    if comps.text_encoder_2 is not None or positive.pooled is not None:
+        added = _sdxl_added(comps, positive, negative, samples.shape, batch, guided,
+                            device, dtype)
+    step_kwargs = {}
+    step_params = inspect.signature(sched.step).parameters
+    if "generator" in step_params:
+        step_kwargs["generator"] = gens
+    if "eta" in step_params:
+        step_kwargs["eta"] = 0.0
+
+    total = len(timesteps)
+    for i, t in enumerate(timesteps):
+        ctx.check_cancelled()
+        x = torch.cat([latents] * 2) if guided else latents
+        x = sched.scale_model_input(x, t)
+
+        def call(x=x, t=t):
+            return unet(x, t, encoder_hidden_states=emb, added_cond_kwargs=added,
+                        return_dict=False)[0]
+
+        pred = manager.retry_on_oom(call, "the sampler")
+        if guided:
+            uncond, cond = pred.chunk(2)
+            pred = uncond + cfg * (cond - uncond)
+        latents = sched.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
+        ctx.progress(i + 1, total, preview=lambda lat=latents: preview_image(lat, model.family))
+    return Latent(samples=latents.float().cpu(), noise_mask=latent.noise_mask,
+                  batch_index=latent.batch_index)
+
+
+def _same_length(a: Any, b: Any) -> tuple[Any, Any]:
+    """Conditionings from prompts of different chunk counts: repeat the shorter's chunks."""
+    import torch
+
+    if a.shape[1] == b.shape[1]:
+        return a, b
+    n = max(a.shape[1], b.shape[1])
+
+    def grow(x):
+        reps = -(-n // x.shape[1])
+        return torch.cat([x] * reps, dim=1)[:, :n]
+
+    return grow(a), grow(b)
+
+
+def _sdxl_added(comps, positive, negative, shape, batch, guided, device, dtype) -> dict:
+    import torch
+
+    h, w = shape[-2] * 8, shape[-1] * 8
+    refiner = comps.text_encoder is None
+    if refiner:
+        pos_ids = [h, w, 0, 0, positive.extra.get("aesthetic_score", 6.0)]
+        neg_ids = [h, w, 0, 0, negative.extra.get("aesthetic_score", 2.5)]
+    else:
+        def ids(c):
+            e = c.extra
+            return [e.get("height", h), e.get("width", w), e.get("crop_h", 0),
+                    e.get("crop_w", 0), e.get("target_height", h), e.get("target_width", w)]
+        pos_ids, neg_ids = ids(positive), ids(negative)
+    pooled_p = positive.pooled.repeat(batch, 1)
+    time_p = torch.tensor([pos_ids], dtype=dtype).repeat(batch, 1)
+    if guided:
+        pooled = torch.cat([negative.pooled.repeat(batch, 1), pooled_p])
+        time_ids = torch.cat([torch.tensor([neg_ids], dtype=dtype).repeat(batch, 1), time_p])
+    else:
+        pooled, time_ids = pooled_p, time_p
+    return {"text_embeds": pooled.to(device, dtype), "time_ids": time_ids.to(device, dtype)}
+
+
+class EmptyLatent(Node):
+    type = "empty_latent"
+    title = "Empty Latent"
+    category = "latent"
+    description = "A blank latent for text-to-image: width and height in pixels (multiples of 8)."
+    inputs = (Int("width", 512, min=8, max=16384, step=8),
+              Int("height", 512, min=8, max=16384, step=8),
+              Int("batch_size", 1, min=1, max=64))
+    outputs = (Output("latent", T.latent),)
+
+    def run(self, ctx, width=512, height=512, batch_size=1):
+        import torch
+
+        for name, v in (("width", width), ("height", height)):
+            if v % 8:
+                raise InputError(name, "a multiple of 8", v,
+                                 hint=f"use {v - v % 8} or {v - v % 8 + 8}")
+        return {"latent": Latent(torch.zeros(batch_size, 4, height // 8, width // 8))}
+
+
+class Sampler(Node):
+    type = "sampler"
+    title = "Sampler"
+    category = "sampling"
+    aliases = ("ksampler",)
+    description = ("Denoise a latent guided by the prompts. denoise < 1 keeps part of the "
+                   "input latent (image to image).")
+    inputs = (In("model", T.model), In("positive", T.conditioning),
+              In("negative", T.conditioning), In("latent", T.latent),
+              Seed("seed", 0), Int("steps", 20, min=1, max=1000),
+              Float("cfg", 7.0, min=0.0, max=100.0, step=0.1),
+              Choice("sampler", tuple(SAMPLERS), "euler"),
+              Choice("scheduler", tuple(SCHEDULES), "normal"),
+              Float("denoise", 1.0, min=0.0, max=1.0, step=0.01))
+    outputs = (Output("latent", T.latent),)
+
+    def run(self, ctx, model, positive, negative, latent, seed=0, steps=20, cfg=7.0,
+            sampler="euler", scheduler="normal", denoise=1.0):
+        return {"latent": sample(ctx, model, positive, negative, latent, seed, steps, cfg,
+                                 sampler, scheduler, denoise)}
+
+
+NODES = (EmptyLatent, Sampler)

@@ -1,0 +1,251 @@
+"""Diffusion core with tiny random-weight models loaded through the user-facing code:
+parity with diffusers' own pipelines, caching, cancellation, out-of-memory handling."""
+
+import threading
+
+import pytest
+import torch
+
+from engine import CancelToken, Graph
+from engine.runtime import generator_for
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "a red circle on the left, grey background"
+
+
+def txt2img(ckpt="tiny-sd15.safetensors", *, seed=42, steps=8, cfg=7.5, sampler="euler",
+            scheduler="normal", batch=1, prompt=PROMPT, negative="", size=64):
+    g = Graph()
+    ck = g.add("load_checkpoint", "ck", ckpt_name=ckpt)
+    pos = g.add("text_encode", "pos", clip=ck["clip"], text=prompt)
+    neg = g.add("text_encode", "neg", clip=ck["clip"], text=negative)
+    lat = g.add("empty_latent", "lat", width=size, height=size, batch_size=batch)
+    s = g.add("sampler", "s", model=ck["model"], positive=pos["conditioning"],
+              negative=neg["conditioning"], latent=lat["latent"], seed=seed, steps=steps,
+              cfg=cfg, sampler=sampler, scheduler=scheduler)
+    d = g.add("vae_decode", "d", vae=ck["vae"], latent=s["latent"])
+    g.add("preview_image", "out", images=d["image"])
+    return g
+
+
+def pipeline(tiny_models, cls_name="StableDiffusionPipeline"):
+    import diffusers
+
+    from nodes.diffusion.loading import quiet
+
+    quiet()
+    cls = getattr(diffusers, cls_name)
+    pipe = cls.from_pretrained(tiny_models / "diffusers" / "tiny-sd15", safety_checker=None,
+                               requires_safety_checker=False, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def use_sampler(pipe, sampler, scheduler):
+    from nodes.diffusion.sampling import make_scheduler
+
+    pipe.scheduler = make_scheduler(dict(pipe.scheduler.config), sampler, scheduler)
+
+
+@pytest.mark.parametrize("sampler,scheduler", [
+    ("euler", "normal"), ("euler_ancestral", "normal"), ("dpmpp_2m", "karras"),
+    ("ddim", "normal"), ("uni_pc", "sgm_uniform"), ("heun", "exponential"),
+    ("dpmpp_2m_sde", "karras"), ("lcm", "normal")])
+def test_txt2img_matches_diffusers_pipeline(tiny_models, model_executor, sampler, scheduler):
+    g = txt2img(sampler=sampler, scheduler=scheduler, batch=2)
+    r = model_executor.run(g)
+    assert r.ok, r.failures
+    ours = r["out"]["ui"]["images"]
+    pipe = pipeline(tiny_models)
+    use_sampler(pipe, sampler, scheduler)
+    ref = pipe(PROMPT, negative_prompt="", height=64, width=64, num_inference_steps=8,
+               guidance_scale=7.5, num_images_per_prompt=2, output_type="pt",
+               generator=[generator_for(42, i) for i in range(2)]).images
+    assert ours.shape == ref.shape == (2, 3, 64, 64)
+    assert (ours - ref).abs().max().item() < 1e-4
+    assert not torch.equal(ours[0], ours[1])  # batch entries get their own noise
+
+
+def test_img2img_matches_diffusers_pipeline(tiny_models, model_executor):
+    g = Graph()
+    ck = g.add("load_checkpoint", "ck", ckpt_name="tiny-sd15")  # the diffusers folder
+    pos = g.add("text_encode", "pos", clip=ck["clip"], text=PROMPT)
+    neg = g.add("text_encode", "neg", clip=ck["clip"], text="")
+    src = g.add("solid_mask", "m", value=0.7, width=64, height=64)
+    img = g.add("mask_to_image", "img", mask=src["mask"])
+    enc = g.add("vae_encode", "enc", vae=ck["vae"], image=img["image"])
+    s = g.add("sampler", "s", model=ck["model"], positive=pos["conditioning"],
+              negative=neg["conditioning"], latent=enc["latent"], seed=7, steps=10, cfg=5.0,
+              sampler="dpmpp_2m", denoise=0.6)
+    d = g.add("vae_decode", "d", vae=ck["vae"], latent=s["latent"])
+    g.add("preview_image", "out", images=d["image"])
+    r = model_executor.run(g, ["out", "enc"])
+    assert r.ok, r.failures
+    pipe = pipeline(tiny_models, "StableDiffusionImg2ImgPipeline")
+    use_sampler(pipe, "dpmpp_2m", "normal")
+    latents = r["enc"]["latent"].samples
+    ref = pipe(PROMPT, image=latents, negative_prompt="", strength=0.6, num_inference_steps=10,
+               guidance_scale=5.0, output_type="pt", generator=[generator_for(7, 0)]).images
+    assert (r["out"]["ui"]["images"] - ref).abs().max().item() < 1e-4
+
+
+def test_single_file_and_folder_give_the_same_image(model_executor):
+    a = model_executor.run(txt2img("tiny-sd15.safetensors"))["out"]["ui"]["images"]
+    b = model_executor.run(txt2img("tiny-sd15"))["out"]["ui"]["images"]
+    assert torch.equal(a, b)
+
+
+def test_seed_reproduces_and_differs(model_executor):
+    from engine import Executor
+
+    a = model_executor.run(txt2img(seed=1))["out"]["ui"]["images"]
+    fresh = Executor(models=model_executor.models)  # no output cache: recomputed
+    b = fresh.run(txt2img(seed=1))["out"]["ui"]["images"]
+    c = model_executor.run(txt2img(seed=2))["out"]["ui"]["images"]
+    assert torch.equal(a, b) and (a - c).abs().max() > 1e-3
+
+
+def test_rerun_after_seed_or_prompt_change_loads_no_model(model_executor):
+    g = txt2img(seed=1)
+    model_executor.run(g)
+    loads = model_executor.models.loads
+    g.set_param("s", "seed", 99)
+    r = model_executor.run(g)
+    assert set(r.computed) == {"s", "d", "out"}
+    g.set_param("pos", "text", "a blue square at the top")
+    r = model_executor.run(g)
+    assert set(r.computed) == {"pos", "s", "d", "out"}
+    assert model_executor.models.loads == loads
+
+
+def test_cancel_mid_sampling_returns_within_a_step(model_executor, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    g = txt2img(steps=200)
+    model_executor.run(g, ["lat", "pos", "neg"])  # warm: only sampling remains
+    token = CancelToken()
+    real = UNet2DConditionModel.forward
+    calls = []
+
+    def counting(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            token.cancel()  # as if Stop were pressed during the third step
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", counting)
+    r = model_executor.run(g, cancel=token)
+    assert r.status == "cancelled"
+    assert len(calls) == 3  # the step in flight finished; no further step began
+
+
+def test_progress_carries_latent_previews(model_executor, events):
+    events.attach(model_executor)
+    model_executor.run(txt2img(steps=4, seed=5))
+    previews = [e.preview for e in events.named("progress") if e.node == "s" and
+                e.preview is not None]
+    assert previews and previews[0].shape == (1, 3, 8, 8)
+
+
+def test_out_of_memory_retries_once_then_fails_clearly(model_executor, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    real = UNet2DConditionModel.forward
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", flaky)
+    r = model_executor.run(txt2img(seed=11, steps=3))
+    assert r.ok and calls["n"] == 4  # one failure, retried, then two more steps
+
+    def always(self, *a, **k):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", always)
+    r = model_executor.run(txt2img(seed=12, steps=3))
+    f = r.failures["s"]
+    assert "ran out of memory" in f.message and "smaller width" in f.message
+
+
+def test_prompt_weighting_and_long_prompts(model_executor):
+    def embeds(text):
+        g = Graph()
+        ck = g.add("load_checkpoint", "ck", ckpt_name="tiny-sd15")
+        g.add("text_encode", "t", clip=ck["clip"], text=text)
+        return model_executor.run(g, ["t"])["t"]["conditioning"].embeds
+
+    plain = embeds("a red circle")
+    assert plain.shape == (1, 77, 32)
+    assert torch.equal(embeds("a (red:1.0) circle"), plain)
+    assert not torch.allclose(embeds("a (red:1.5) circle"), plain)
+    long = embeds(" ".join(["word"] * 30))  # 30 words of 5 byte-tokens: 150 tokens
+    assert long.shape == (1, 77 * 2, 32)
+
+
+def test_empty_latent_needs_multiples_of_8(model_executor):
+    g = Graph()
+    g.add("empty_latent", "l", width=100, height=64)
+    f = model_executor.run(g, ["l"]).failures["l"]
+    assert f.input == "width" and f.expected == "a multiple of 8" and "96 or 104" in f.hint
+
+
+def test_missing_and_unsupported_checkpoints_fail_clearly(tiny_models, model_executor):
+    g = Graph()
+    g.add("load_checkpoint", "ck", ckpt_name="nope.safetensors")
+    f = model_executor.run(g, ["ck"]).failures["ck"]
+    assert f.input == "ckpt_name" and "nope.safetensors" in f.got and "looked in" in f.hint
+    from safetensors.torch import save_file
+
+    save_file({"some.weight": torch.zeros(2)}, tiny_models / "checkpoints" / "odd.safetensors")
+    g.set_param("ck", "ckpt_name", "odd.safetensors")
+    f = model_executor.run(g, ["ck"]).failures["ck"]
+    assert "Stable Diffusion 1.x, 2.x or SDXL" in f.message and "odd.safetensors" in f.message
+
+
+def test_ckpt_files_load_only_with_weights_only(tiny_models, tmp_path):
+    from safetensors.torch import load_file
+
+    from nodes.diffusion.loading import read_state_dict
+
+    state = load_file(tiny_models / "checkpoints" / "tiny-sd15.safetensors")
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": state}, good)
+    assert read_state_dict(good).keys() == state.keys()
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("import os; os.environ['LOOM_PWNED'] = '1'",))
+
+    bad = tmp_path / "bad.ckpt"
+    torch.save({"state_dict": {"x": Evil()}}, bad)
+    from engine.errors import InputError
+
+    with pytest.raises(InputError, match="weights_only=True"):
+        read_state_dict(bad)
+    import os
+
+    assert "LOOM_PWNED" not in os.environ
+
+
+def test_sampler_refuses_a_schedule_it_cannot_use(model_executor):
+    g = txt2img(sampler="ddim", scheduler="karras")
+    f = model_executor.run(g).failures["s"]
+    assert f.input == "scheduler" and "karras" in f.got
+
+
+def test_models_stay_loaded_across_threads(model_executor):
+    out = {}
+
+    def work():
+        out["r"] = model_executor.run(txt2img(seed=3, steps=2))
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert out["r"].ok and model_executor.models.loads <= 2
