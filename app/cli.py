@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-disk-cache", action="store_true", help="keep outputs in memory only")
     r.add_argument("--disk-cache-gb", type=float, default=4.0, help="disk cache size (GiB)")
     r.add_argument("--events", choices=["json"], help="print one JSON object per event")
+    r.add_argument("--models", action="append", metavar="DIR",
+                   help="a model folder (checkpoints/, loras/, ... inside); repeatable")
+    r.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best there is)")
+    r.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="compute precision")
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="list every problem of a workflow")
@@ -56,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("extract", help="print the workflow embedded in a PNG")
     e.add_argument("image")
     e.set_defaults(func=cmd_extract)
+
+    m = sub.add_parser("models", help="list the models Loom finds, with their family")
+    m.add_argument("--models", action="append", metavar="DIR")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
 
     c = sub.add_parser("cache", help="show or clear the on-disk output cache")
     c.add_argument("--cache-dir")
@@ -136,6 +145,25 @@ def _make_cache(args):
     return Cache(disk=disk)
 
 
+def _folders(args):
+    from app.paths import RESOURCES
+    from engine.modelpaths import ModelFolders
+
+    bundled = RESOURCES / "models"
+    return ModelFolders(getattr(args, "models", None) or [],
+                        bundled=bundled if bundled.is_dir() else None)
+
+
+def _make_models(args):
+    from engine.runtime.device import DeviceChoice, choose
+    from engine.runtime.models import ModelManager
+
+    device: DeviceChoice | None = None
+    if args.device or args.dtype:
+        device = choose(args.device, args.dtype)
+    return ModelManager(device=device, paths=_folders(args))
+
+
 # ---- commands ------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
@@ -147,7 +175,8 @@ def cmd_run(args) -> int:
     except GraphError as exc:
         _err(str(exc))
         return EXIT_INVALID
-    executor = Executor(cache=_make_cache(args), output_dir=args.out)
+    executor = Executor(cache=_make_cache(args), output_dir=args.out,
+                        models=_make_models(args))
     reporter = JsonEvents() if args.events == "json" else TerminalProgress()
     executor.events.subscribe(reporter)
     token = CancelToken()
@@ -288,6 +317,47 @@ def cmd_extract(args) -> int:
         _err(f"{args.image}: the embedded workflow is not valid JSON")
         return EXIT_INVALID
     return EXIT_OK
+
+
+def cmd_models(args) -> int:
+    from engine.modelpaths import KINDS
+
+    folders = _folders(args)
+    rows = []
+    for kind in KINDS:
+        for entry in folders.list(kind):
+            rows.append({"kind": kind, "name": entry.name, "path": str(entry.path),
+                         "family": _family(kind, entry.path),
+                         "bundled": folders.is_bundled(entry)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        looked = ", ".join(str(r) for r in folders.roots) or "(none)"
+        print(f"no models found; model folders: {looked}. Add one with --models DIR, the "
+              "LOOM_MODELS variable or the config file", file=sys.stderr)
+    kind = None
+    for r in rows:
+        if r["kind"] != kind:
+            kind = r["kind"]
+            print(f"{kind}/")
+        tag = " (bundled)" if r["bundled"] else ""
+        print(f"  {r['name']:<40} {r['family'] or '?'}{tag}")
+    return EXIT_OK
+
+
+def _family(kind: str, path: Path) -> str | None:
+    """The model family from the file's tensor names and shapes (headers only)."""
+    try:
+        if kind in ("checkpoints", "diffusers"):
+            from nodes.diffusion.loading import detect_family, family_of_folder, header_shapes
+
+            if path.is_dir():
+                return family_of_folder(path)
+            return detect_family(header_shapes(path)) if path.suffix == ".safetensors" else None
+    except Exception:
+        return None
+    return None
 
 
 def cmd_cache(args) -> int:

@@ -52,6 +52,7 @@ class ModelFolders:
                            os.environ["LOOM_MODELS"].split(os.pathsep) if p]
         if use_config:
             self._read_config(config_file())
+        self.bundled = bundled
         if bundled is not None:
             self.roots.append(bundled)
 
@@ -84,6 +85,9 @@ class ModelFolders:
                 for line in value.splitlines():
                     if line.strip():
                         self.extra[kind].append(base / line.strip())
+
+    def is_bundled(self, entry: ModelEntry) -> bool:
+        return self.bundled is not None and entry.root.parent == self.bundled
 
     def folders(self, kind: str) -> list[Path]:
         if kind not in KINDS:
@@ -121,6 +125,9 @@ def _walk(folder: Path, kind: str) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         d = Path(dirpath)
+        if d.name.endswith(".config"):  # a sidecar describing a single-file checkpoint
+            dirnames.clear()
+            continue
         if (d / "model_index.json").is_file() or (kind == "diffusers" and (d / "unet").is_dir()):
             out.append(d)
             dirnames.clear()

@@ -249,3 +249,24 @@ def test_models_stay_loaded_across_threads(model_executor):
     t.start()
     t.join()
     assert out["r"].ok and model_executor.models.loads <= 2
+
+
+def test_model_manager_keeps_models_within_a_budget():
+    import torch
+
+    from engine.runtime.device import choose
+    from engine.runtime.models import ModelManager, module_bytes
+
+    def model():
+        return torch.nn.Linear(100, 100)  # 40 400 bytes
+
+    size = module_bytes(model())
+    mm = ModelManager(device=choose("cpu"), budget_bytes=int(size * 2.5))
+    a = mm.get("a", model)
+    assert mm.get("a", model) is a and mm.loads == 1  # loaded once, then resident
+    mm.get("b", model)
+    mm.get("a", model)  # a is now the most recently used
+    mm.get("c", model)  # over budget: b, the least recently used, goes
+    assert mm.is_loaded("a") and mm.is_loaded("c") and not mm.is_loaded("b")
+    mm.get("b", model)
+    assert mm.loads == 4 and mm.summary()["loads"] == 4

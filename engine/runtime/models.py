@@ -111,13 +111,24 @@ class ModelManager:
                 self._loaded[key] = entry
             self._loaded.move_to_end(key)
             entry.last_used = time.monotonic()
-            if not entry.on_device and self.device.device != "cpu":
+            if self.device.device == "cpu":  # memory is the device: drop what does not fit
+                entry.on_device = True
+                self._drop_over_budget(keep=key)
+            elif not entry.on_device:
                 self._make_room(entry.nbytes, keep=key)
                 _to(entry.obj, self.device.torch_device())
                 entry.on_device = True
-            elif self.device.device == "cpu":
-                entry.on_device = True
             return entry.obj
+
+    def _drop_over_budget(self, keep: str) -> None:
+        if self.budget is None:
+            return
+        total = sum(e.nbytes for e in self._loaded.values())
+        for k in list(self._loaded):
+            if total <= self.budget:
+                break
+            if k != keep:
+                total -= self._loaded.pop(k).nbytes
 
     def _make_room(self, need: int, keep: str) -> None:
         if self.budget is None:
@@ -198,5 +209,6 @@ def free_device_memory() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     mps = getattr(torch, "mps", None)
-    if mps is not None and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    backend = getattr(torch.backends, "mps", None)
+    if mps is not None and backend is not None and backend.is_available():
         mps.empty_cache()

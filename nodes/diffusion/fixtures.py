@@ -73,7 +73,12 @@ def build_sd15(root: str | Path, name: str = "tiny-sd15", seed: int = 0) -> dict
     """A tiny SD 1.5-shaped model: `root/diffusers/NAME/` and
     `root/checkpoints/NAME.safetensors` (+ `NAME.config/`). Returns the paths."""
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 

@@ -65,7 +65,8 @@ def vae_to_ldm(sd: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in sd.items():
         new = key.replace("conv_norm_out", "norm_out")
-        if m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.*?)\.(weight|bias)$", key):
+        attn = re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.*?)\.(weight|bias)$", key)
+        if m := attn:
             part = _VAE_ATTN[m[2]]
             new = f"{m[1]}.mid.attn_1.{part}.{m[3]}"
             if m[3] == "weight" and part != "norm":

@@ -118,6 +118,10 @@ def config_folder_for(path: Path, family: str) -> Path:
     sidecar = path.with_suffix(".config")
     if sidecar.is_dir():
         return sidecar
+    if family == "sd2":  # 768-v by default; an A1111-style NAME.yaml can say otherwise
+        yaml_file = path.with_suffix(".yaml")
+        if yaml_file.is_file() and "parameterization" not in yaml_file.read_text():
+            family = "sd2_eps"
     shipped = CONFIGS / family
     if not (shipped / "model_index.json").is_file():
         raise InputError("ckpt_name", f"a checkpoint of a family Loom has configs for "

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_TOKEN = re.compile(r"\\\(|\\\)|\\\[|\\\]|\\\\|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|\]|[^\\()\[\]:]+|:")
+_TOKEN = re.compile(r"\\\(|\\\)|\\\[|\\\]|\\\\|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|\]"
+                    r"|[^\\()\[\]:]+|:")
 
 
 def parse_weights(text: str) -> list[tuple[str, float]]:

@@ -1,0 +1,92 @@
+"""The config folders shipped for offline single-file loading describe the released
+architectures: parameter counts of every component, built on the meta device."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "resources" / "configs"
+
+# family: (UNet, VAE, text encoder, text encoder 2) parameters of the released models
+EXPECTED = {
+    "sd15": (859_520_964, 83_653_863, 123_060_480, None),
+    "sd15_inpaint": (859_535_364, 83_653_863, 123_060_480, None),
+    "sd2": (865_910_724, 83_653_863, 340_387_840, None),
+    "sd2_eps": (865_910_724, 83_653_863, 340_387_840, None),
+    "sdxl": (2_567_463_684, 83_653_863, 123_060_480, 694_659_840),
+}
+
+
+@pytest.mark.parametrize("family", sorted(EXPECTED))
+def test_shipped_config_matches_the_released_architecture(family):
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    folder = CONFIGS / family
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    def config(name):
+        return json.loads((folder / name / "config.json").read_text())
+
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(config("unet"))
+        vae = AutoencoderKL.from_config(config("vae"))
+        te = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
+        te2 = None
+        if (folder / "text_encoder_2").is_dir():
+            te2 = CLIPTextModelWithProjection(
+                CLIPTextConfig.from_pretrained(folder / "text_encoder_2"))
+    got = (count(unet), count(vae), count(te), count(te2) if te2 is not None else None)
+    assert got == EXPECTED[family]
+
+
+def test_shipped_tokenizer_is_clips():
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(CONFIGS / "sd15" / "tokenizer")
+    assert len(tok) == 49408
+    assert tok("a photograph of an astronaut riding a horse").input_ids == [
+        49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407]
+    assert CLIPTokenizer.from_pretrained(CONFIGS / "sdxl" / "tokenizer_2").pad_token_id == 0
+
+
+def test_loom_models_lists_models_with_their_family(tiny_models):
+    env = dict(os.environ, LOOM_MODELS="")
+    r = subprocess.run([sys.executable, "-m", "app.cli", "models", "--models", str(tiny_models),
+                        "--json"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    rows = json.loads(r.stdout)
+    got = {(x["kind"], x["name"], x["family"]) for x in rows}
+    assert ("checkpoints", "tiny-sd15.safetensors", "sd15") in got
+    assert ("diffusers", "tiny-sd15", "sd15") in got
+    assert not any(x["name"].endswith(".config") for x in rows)
+
+
+def test_model_folders_from_env_config_and_comfyui_yaml(tmp_path, monkeypatch):
+    from engine.modelpaths import ModelFolders
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "comfy"
+    for d in (a / "loras", b / "loras", c / "models" / "lora_stuff"):
+        d.mkdir(parents=True)
+    (a / "loras" / "x.safetensors").write_bytes(b"")
+    (b / "loras" / "y.safetensors").write_bytes(b"")
+    (c / "models" / "lora_stuff" / "z.safetensors").write_bytes(b"")
+    yaml_file = tmp_path / "extra_model_paths.yaml"
+    yaml_file.write_text(f"comfyui:\n  base_path: {c}\n  loras: |\n    models/lora_stuff\n")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'models = ["{b}"]\ncomfyui_extra_model_paths = "{yaml_file}"\n')
+    monkeypatch.setenv("LOOM_MODELS", str(a))
+    monkeypatch.setattr("engine.modelpaths.config_file", lambda: cfg)
+    folders = ModelFolders()
+    assert [e.name for e in folders.list("loras")] == ["x.safetensors", "y.safetensors",
+                                                       "z.safetensors"]
+    assert folders.find("loras", "z.safetensors").parent.name == "lora_stuff"
+    with pytest.raises(LookupError, match="no loras model named 'w'"):
+        folders.find("loras", "w")
