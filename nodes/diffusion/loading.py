@@ -130,6 +130,15 @@ def config_folder_for(path: Path, family: str) -> Path:
     return shipped
 
 
+def _dtype(torch_dtype: Any) -> dict[str, Any]:
+    """diffusers renamed torch_dtype to dtype; pass whichever this version takes."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+    except ImportError:
+        return {"torch_dtype": torch_dtype}
+    return {"dtype": torch_dtype}
+
+
 def load_components(path: Path, torch_dtype: Any = None) -> Components:
     """Load every part of a checkpoint file or diffusers folder onto the CPU."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -146,8 +155,7 @@ def load_components(path: Path, torch_dtype: Any = None) -> Components:
         cls = StableDiffusionXLPipeline if family in SDXL_FAMILIES else StableDiffusionPipeline
         kwargs = {} if family in SDXL_FAMILIES else {"safety_checker": None,
                                                       "requires_safety_checker": False}
-        pipe = cls.from_pretrained(path, local_files_only=True, torch_dtype=torch_dtype,
-                                   **kwargs)
+        pipe = cls.from_pretrained(path, local_files_only=True, **_dtype(torch_dtype), **kwargs)
     else:
         try:
             state = header_shapes(path)
@@ -163,7 +171,7 @@ def load_components(path: Path, torch_dtype: Any = None) -> Components:
         kwargs = {} if family in SDXL_FAMILIES else {"safety_checker": None,
                                                       "requires_safety_checker": False}
         pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True,
-                                    torch_dtype=torch_dtype, **kwargs)
+                                    **_dtype(torch_dtype), **kwargs)
         del state
     for m in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
         if m is not None:
