@@ -270,3 +270,32 @@ def test_model_manager_keeps_models_within_a_budget():
     assert mm.is_loaded("a") and mm.is_loaded("c") and not mm.is_loaded("b")
     mm.get("b", model)
     assert mm.loads == 4 and mm.summary()["loads"] == 4
+
+
+@pytest.mark.parametrize("ckpt", ["tiny-sdxl", "tiny-sdxl.safetensors"])
+def test_sdxl_txt2img_matches_diffusers_pipeline(tiny_models, model_executor, ckpt):
+    from diffusers import StableDiffusionXLPipeline
+
+    from nodes.diffusion.loading import quiet
+
+    g = txt2img(ckpt, sampler="dpmpp_2m", scheduler="karras", batch=2, cfg=5.0,
+                prompt="a (blue:1.0) square at the top")
+    r = model_executor.run(g)
+    assert r.ok, r.failures
+    quiet()
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_models / "diffusers" / "tiny-sdxl",
+                                                     local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    use_sampler(pipe, "dpmpp_2m", "karras")
+    ref = pipe("a blue square at the top", negative_prompt="", height=64, width=64,
+               num_inference_steps=8, guidance_scale=5.0, num_images_per_prompt=2,
+               output_type="pt", generator=[generator_for(42, i) for i in range(2)]).images
+    assert (r["out"]["ui"]["images"] - ref).abs().max().item() < 1e-4
+
+
+def test_sdxl_conditioning_has_both_encoders_and_pooled(model_executor):
+    g = Graph()
+    ck = g.add("load_checkpoint", "ck", ckpt_name="tiny-sdxl")
+    g.add("text_encode", "t", clip=ck["clip"], text="a cat")
+    c = model_executor.run(g, ["t"])["t"]["conditioning"]
+    assert c.embeds.shape == (1, 77, 32 + 48) and c.pooled.shape == (1, 48)

@@ -127,3 +127,80 @@ def write_config_folder(model_folder: Path, target: Path) -> None:
             dest = target / f.relative_to(model_folder)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, dest)
+
+
+def tiny_sdxl_unet_config() -> dict[str, Any]:
+    return dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                block_out_channels=(32, 64), down_block_types=("DownBlock2D",
+                                                               "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32 + 48,
+                attention_head_dim=(2, 4), use_linear_projection=True,
+                transformer_layers_per_block=(1, 1), addition_embed_type="text_time",
+                addition_time_embed_dim=8, projection_class_embeddings_input_dim=48 + 6 * 8,
+                norm_num_groups=32)
+
+
+SDXL_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                      num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading",
+                      prediction_type="epsilon", interpolation_type="linear")
+
+
+def build_sdxl(root: str | Path, name: str = "tiny-sdxl", seed: int = 0) -> dict[str, Path]:
+    """A tiny SDXL-shaped model (two text encoders, pooled embeddings, size conditioning),
+    saved like `build_sd15`. The second encoder has 10 layers (checkpoints are recognised
+    as SDXL by a key of its tenth layer) and a width other than the first's (single-file
+    loading tells the two apart by it, as with the real 768 and 1280)."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from safetensors.torch import save_file
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    from .ldm import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+
+    root = Path(root)
+    folder = root / "diffusers" / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    tok1, tok2 = root / ".tmp-tok1", root / ".tmp-tok2"
+    vocab = write_byte_tokenizer(tok1)
+    write_byte_tokenizer(tok2, pad="!")
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, num_attention_heads=4, max_position_embeddings=77,
+                  bos_token_id=512, eos_token_id=513, pad_token_id=513)
+    te1 = CLIPTextModel(CLIPTextConfig(num_hidden_layers=2, hidden_size=32,
+                                       intermediate_size=64, projection_dim=32, **common))
+    te2 = CLIPTextModelWithProjection(CLIPTextConfig(
+        num_hidden_layers=10, hidden_size=48, intermediate_size=96, projection_dim=48,
+        hidden_act="gelu", **common))
+    unet = UNet2DConditionModel(**tiny_sdxl_unet_config())
+    vae = AutoencoderKL(**{**tiny_vae_config(), "scaling_factor": 0.13025})
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2,
+                                     tokenizer=CLIPTokenizer.from_pretrained(tok1),
+                                     tokenizer_2=CLIPTokenizer.from_pretrained(tok2), unet=unet,
+                                     scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER),
+                                     add_watermarker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    shutil.rmtree(tok1)
+    shutil.rmtree(tok2)
+
+    ckpt_dir = root / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state = {}
+    state.update(unet_to_ldm(unet.state_dict(), dict(unet.config)))
+    state.update(vae_to_ldm(vae.state_dict(), dict(vae.config)))
+    state.update(clip_to_ldm(te1.state_dict(), "conditioner.embedders.0.transformer."))
+    state.update(open_clip_to_ldm(te2.state_dict()))
+    single = ckpt_dir / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, single)
+    write_config_folder(folder, ckpt_dir / f"{name}.config")
+    return {"diffusers": folder, "single_file": single, "root": root}

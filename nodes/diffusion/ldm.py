@@ -86,13 +86,43 @@ def vae_to_ldm(sd: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def clip_to_ldm(sd: dict[str, Any]) -> dict[str, Any]:
-    """SD 1.x: the HF CLIPTextModel keys under cond_stage_model.transformer.text_model
-    (newer transformers save them without the `text_model.` level)."""
+def clip_to_ldm(sd: dict[str, Any], prefix: str = "cond_stage_model.transformer."
+                ) -> dict[str, Any]:
+    """SD 1.x / SDXL's first encoder: the HF CLIPTextModel keys under `prefix` +
+    text_model. (newer transformers save them without the `text_model.` level)."""
     out = {}
     for k, v in sd.items():
         if k.endswith("position_ids"):
             continue
         k = k if k.startswith("text_model.") else "text_model." + k
-        out["cond_stage_model.transformer." + k] = v
+        out[prefix + k] = v
+    return out
+
+
+_OPEN_CLIP = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc",
+              "mlp.fc2": "mlp.c_proj", "self_attn.out_proj": "attn.out_proj"}
+
+
+def open_clip_to_ldm(sd: dict[str, Any], prefix: str = "conditioner.embedders.1.model."
+                     ) -> dict[str, Any]:
+    """SDXL's second encoder (CLIPTextModelWithProjection) in OpenCLIP's layout:
+    q/k/v fused into in_proj, the projection transposed."""
+    import torch
+
+    sd = {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v
+          for k, v in sd.items() if not k.endswith("position_ids")}
+    out = {prefix + "positional_embedding": sd["text_model.embeddings.position_embedding.weight"],
+           prefix + "token_embedding.weight": sd["text_model.embeddings.token_embedding.weight"],
+           prefix + "ln_final.weight": sd["text_model.final_layer_norm.weight"],
+           prefix + "ln_final.bias": sd["text_model.final_layer_norm.bias"],
+           prefix + "text_projection": sd["text_projection.weight"].T.contiguous()}
+    layers = {int(m[1]) for k in sd if (m := re.match(r"text_model\.encoder\.layers\.(\d+)\.", k))}
+    for i in sorted(layers):
+        src = f"text_model.encoder.layers.{i}."
+        dst = f"{prefix}transformer.resblocks.{i}."
+        for part in ("weight", "bias"):
+            out[dst + f"attn.in_proj_{part}"] = torch.cat(
+                [sd[src + f"self_attn.{p}_proj.{part}"] for p in "qkv"])
+            for a, b in _OPEN_CLIP.items():
+                out[dst + f"{b}.{part}"] = sd[src + f"{a}.{part}"]
     return out

@@ -173,10 +173,16 @@ def load_components(path: Path, torch_dtype: Any = None) -> Components:
         pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True,
                                     **_dtype(torch_dtype), **kwargs)
         del state
-    for m in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
-        if m is not None:
-            m.requires_grad_(False)
-            m.eval()
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        m = getattr(pipe, name, None)
+        if m is None:
+            continue
+        missing = [k for k, v in m.state_dict().items() if v.is_meta]
+        if missing:  # diffusers loads leniently; a part left without weights is an error
+            raise InputError("ckpt_name", f"a checkpoint with every {name} weight", path.name,
+                             hint=f"{len(missing)} missing, e.g. {missing[0]}")
+        m.requires_grad_(False)
+        m.eval()
     return Components(family, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,
                       dict(pipe.scheduler.config), getattr(pipe, "text_encoder_2", None),
                       getattr(pipe, "tokenizer_2", None))
