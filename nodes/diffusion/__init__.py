@@ -1,5 +1,5 @@
 """Stable Diffusion 1.x / 2.x / SDXL: loaders, text encoding, sampling, VAE."""
 
-from . import conditioning, models, sampling, vae
+from . import conditioning, lora, models, sampling, vae
 
-NODES = (*models.NODES, *conditioning.NODES, *sampling.NODES, *vae.NODES)
+NODES = (*models.NODES, *lora.NODES, *conditioning.NODES, *sampling.NODES, *vae.NODES)

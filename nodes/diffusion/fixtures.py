@@ -204,3 +204,41 @@ def build_sdxl(root: str | Path, name: str = "tiny-sdxl", seed: int = 0) -> dict
     save_file({k: v.contiguous() for k, v in state.items()}, single)
     write_config_folder(folder, ckpt_dir / f"{name}.config")
     return {"diffusers": folder, "single_file": single, "root": root}
+
+
+def build_lora(root: str | Path, model_folder: Path, name: str = "tiny-lora", rank: int = 4,
+               seed: int = 1, scale: float = 0.5) -> dict[str, Path]:
+    """A random LoRA over a tiny model's attention and text-encoder layers, written in the
+    kohya layout (loras/NAME.safetensors) and the diffusers/PEFT layout
+    (loras/NAME-diffusers.safetensors): the same weights, two spellings."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel
+
+    unet = UNet2DConditionModel.from_pretrained(model_folder / "unet")
+    te = CLIPTextModel.from_pretrained(model_folder / "text_encoder")
+    g = torch.Generator().manual_seed(seed)
+    kohya, peft = {}, {}
+
+    def add(kname: str, pname: str, mod: Any) -> None:
+        down = torch.randn(rank, mod.in_features, generator=g) * scale
+        up = torch.randn(mod.out_features, rank, generator=g) * scale
+        kohya[kname + ".lora_down.weight"], kohya[kname + ".lora_up.weight"] = down, up
+        kohya[kname + ".alpha"] = torch.tensor(float(rank) / 2)
+        peft[pname + ".lora_A.weight"] = down
+        peft[pname + ".lora_B.weight"] = up * 0.5  # alpha / rank folded in
+    for path, mod in unet.named_modules():
+        if isinstance(mod, torch.nn.Linear) and ".attn" in path:
+            add(f"lora_unet_{path.replace('.', '_')}", f"unet.{path}", mod)
+    for path, mod in te.named_modules():
+        if isinstance(mod, torch.nn.Linear) and "self_attn" in path:
+            full = path if path.startswith("text_model.") else f"text_model.{path}"
+            add(f"lora_te_{full.replace('.', '_')}", f"text_encoder.{full}", mod)
+    folder = Path(root) / "loras"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in kohya.items()}, folder / f"{name}.safetensors")
+    save_file({k: v.contiguous() for k, v in peft.items()},
+              folder / f"{name}-diffusers.safetensors")
+    return {"kohya": folder / f"{name}.safetensors",
+            "diffusers": folder / f"{name}-diffusers.safetensors"}

@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.errors import InputError
 from engine.runtime.models import ModelRef
-from engine.spec import Node, Output, String
+from engine.spec import Choice, Node, Output, String
 from engine.types import T
 
 
@@ -47,12 +47,54 @@ def components(ctx, ref: ModelRef) -> Any:
             comps.vae.to(vae_dtype)
         return comps
 
+    if ref.key.startswith("vae:"):
+        return manager.get(ref.key, lambda: _load_vae(Path(ref.source), ref.family, choice))
     base = manager.get(ref.key, load)
-    if not ref.patches:
-        return base
     from .lora import patched
 
-    return patched(ctx, ref, base)
+    return patched(ctx, ref, base)  # puts exactly this ref's patches in place (or none)
+
+
+class VAEOnly:
+    def __init__(self, vae: Any, family: str):
+        self.vae, self.family = vae, family
+
+    def values(self):
+        return [self.vae]
+
+
+def _load_vae(path: Path, family: str, choice: Any) -> VAEOnly:
+    import json
+
+    import torch
+    from diffusers import AutoencoderKL
+
+    from .loading import CONFIGS, quiet, read_state_dict
+
+    quiet()
+    dtype = getattr(torch, choice.vae_dtype)
+    if path.is_dir():
+        vae = AutoencoderKL.from_pretrained(path, local_files_only=True)
+    else:
+        from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+        sidecar = path.with_suffix(".config") / "config.json"  # an unusual architecture
+        config = json.loads((sidecar if sidecar.is_file() else
+                             CONFIGS / family / "vae" / "config.json").read_text())
+        sd = read_state_dict(path)
+        for prefix in ("first_stage_model.", "vae."):
+            if any(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if not any(k.startswith("encoder.down_blocks.") for k in sd):
+            sd = convert_ldm_vae_checkpoint(sd, config)
+        vae = AutoencoderKL.from_config(config)
+        result = vae.load_state_dict(sd, strict=False)
+        if result.missing_keys:
+            raise InputError("vae_name", f"a VAE for {family}", path.name,
+                             hint=f"{len(result.missing_keys)} weights missing, e.g. "
+                             f"{result.missing_keys[0]}")
+    vae.requires_grad_(False).eval().to(dtype)
+    return VAEOnly(vae, family)
 
 
 class LoadCheckpoint(Node):
@@ -107,4 +149,21 @@ def find_error(ctx, name: str) -> InputError:
                                            "LOOM_MODELS or --models"))
 
 
-NODES = (LoadCheckpoint,)
+class LoadVAE(Node):
+    type = "load_vae"
+    title = "Load VAE"
+    category = "loaders"
+    description = "A separate VAE (.safetensors / .pt file in vae/, or a diffusers folder)."
+    inputs = (String("vae_name", "", file="vae"),
+              Choice("family", ("sd15", "sd2", "sdxl"), "sd15",
+                     description="the model family whose latents it decodes"))
+    outputs = (Output("vae", T.vae),)
+
+    def run(self, ctx, vae_name, family="sd15"):
+        path = find(ctx, "vae", vae_name, "vae_name")
+        ref = ModelRef("VAE", family, str(path), _key("vae", path, ctx.models.device.vae_dtype))
+        components(ctx, ref)  # load now: a bad file fails this node
+        return {"vae": ref}
+
+
+NODES = (LoadCheckpoint, LoadVAE)
