@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model folder (checkpoints/, loras/, ... inside); repeatable")
     r.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best there is)")
     r.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="compute precision")
+    r.add_argument("--channels-last", action="store_true", help="UNet in channels-last format")
+    r.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="list every problem of a workflow")
@@ -159,8 +161,9 @@ def _make_models(args):
     from engine.runtime.models import ModelManager
 
     device: DeviceChoice | None = None
-    if args.device or args.dtype:
-        device = choose(args.device, args.dtype)
+    if args.device or args.dtype or args.channels_last or args.compile:
+        device = choose(args.device, args.dtype, channels_last=args.channels_last or None,
+                        compile=args.compile or None)
     return ModelManager(device=device, paths=_folders(args))
 
 

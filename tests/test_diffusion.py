@@ -299,3 +299,62 @@ def test_sdxl_conditioning_has_both_encoders_and_pooled(model_executor):
     g.add("text_encode", "t", clip=ck["clip"], text="a cat")
     c = model_executor.run(g, ["t"])["t"]["conditioning"]
     assert c.embeds.shape == (1, 77, 32 + 48) and c.pooled.shape == (1, 48)
+
+
+def test_tiled_vae_decode_has_no_seams(model_executor):
+    g = Graph()
+    ck = g.add("load_checkpoint", "ck", ckpt_name="tiny-sd15")
+    lat = g.add("solid_mask", "m", value=0.5, width=256, height=256)
+    img = g.add("mask_to_image", "i", mask=lat["mask"])
+    enc = g.add("vae_encode", "e", vae=ck["vae"], image=img["image"])
+    plain = g.add("vae_decode", "plain", vae=ck["vae"], latent=enc["latent"])
+    tiled = g.add("vae_decode", "tiled", vae=ck["vae"], latent=enc["latent"], tiled=True)
+    r = model_executor.run(g, [plain.id, tiled.id])
+    a, b = r["plain"]["image"], r["tiled"]["image"]
+    assert a.shape == b.shape == (1, 3, 256, 256)
+    assert not torch.equal(a, b)  # it really was decoded in tiles
+    # diffusers' tiles are 64 px here, placed every 48 px and blended: the step across a
+    # tile border must look like any other step in the image, not like an edge
+    cols = (b[..., 1:] - b[..., :-1]).abs().mean(dim=(0, 1, 2))
+    borders = cols[[47, 95, 143, 191]]
+    assert borders.max() < 2 * cols.median()
+
+
+def test_channels_last_setting_gives_the_same_image(tiny_models, model_executor):
+    from engine import Executor
+    from engine.modelpaths import ModelFolders
+    from engine.runtime.device import choose
+    from engine.runtime.models import ModelManager
+
+    plain = model_executor.run(txt2img(seed=21))["out"]["ui"]["images"]
+    mm = ModelManager(device=choose("cpu", channels_last=True),
+                      paths=ModelFolders([tiny_models], use_env=False, use_config=False))
+    cl = Executor(models=mm).run(txt2img(seed=21))["out"]["ui"]["images"]
+    assert torch.allclose(plain, cl, atol=1e-4)
+
+
+def test_loom_run_text_to_image_and_rerun_in_a_new_process(tiny_models, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, LOOM_MODELS="")
+    args = [sys.executable, "-m", "app.cli", "run", str(root / "resources/workflows/txt2img.json"),
+            "--models", str(tiny_models), "--set", "ckpt.ckpt_name=tiny-sd15.safetensors",
+            "--set", "latent.width=64", "--set", "latent.height=64", "--set", "sampler.steps=3",
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+            "--events", "json"]
+    first = subprocess.run(args, capture_output=True, text=True, cwd=root, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    events = [json.loads(line) for line in first.stdout.splitlines()]
+    assert any(e["event"] == "progress" and e["node"] == "sampler" for e in events)
+    [png] = events[-1]["files"]
+    from PIL import Image
+
+    assert Image.open(png).size == (64, 64)
+    second = subprocess.run(args, capture_output=True, text=True, cwd=root, env=env, timeout=300)
+    plan = json.loads(second.stdout.splitlines()[0])["plan"]
+    assert plan == {"run": [], "cached": ["save"]}  # nothing computed, no model loaded

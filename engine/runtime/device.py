@@ -17,6 +17,8 @@ class DeviceChoice:
     device: str  # "cuda", "cuda:1", "mps", "cpu"
     dtype: str  # compute dtype for UNet / text encoders: float32 / float16 / bfloat16
     vae_dtype: str  # the VAE overflows in fp16 (SD1.5 / SDXL): kept at bf16 or fp32
+    channels_last: bool = False  # UNet in channels-last memory format (faster on some GPUs)
+    compile: bool = False  # torch.compile the UNet (slow first run, faster steps)
 
     def torch_device(self) -> Any:
         import torch
@@ -29,9 +31,14 @@ class DeviceChoice:
         return getattr(torch, self.vae_dtype if which == "vae" else self.dtype)
 
 
-def choose(device: str | None = None, dtype: str | None = None) -> DeviceChoice:
+def choose(device: str | None = None, dtype: str | None = None, *,
+           channels_last: bool | None = None, compile: bool | None = None) -> DeviceChoice:
     import torch
 
+    if channels_last is None:
+        channels_last = os.environ.get("LOOM_CHANNELS_LAST", "") == "1"
+    if compile is None:
+        compile = os.environ.get("LOOM_COMPILE", "") == "1"
     device = device or os.environ.get("LOOM_DEVICE") or ""
     dtype = dtype or os.environ.get("LOOM_DTYPE") or ""
     if not device:
@@ -53,4 +60,4 @@ def choose(device: str | None = None, dtype: str | None = None) -> DeviceChoice:
         dtype = "float32"
     vae = dtype if dtype != "float16" else ("bfloat16" if device.startswith("cuda") and
                                             torch.cuda.is_bf16_supported() else "float32")
-    return DeviceChoice(device, dtype, vae)
+    return DeviceChoice(device, dtype, vae, channels_last, compile)

@@ -45,6 +45,10 @@ def components(ctx, ref: ModelRef) -> Any:
         vae_dtype = getattr(torch, choice.vae_dtype)
         if comps.vae.dtype != vae_dtype:
             comps.vae.to(vae_dtype)
+        if choice.channels_last:
+            comps.unet.to(memory_format=torch.channels_last)
+        if choice.compile:
+            comps.unet = torch.compile(comps.unet)
         return comps
 
     if ref.key.startswith("vae:"):
