@@ -160,9 +160,28 @@ def test_out_of_memory_retries_once_then_fails_clearly(model_executor, monkeypat
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(self, *a, **k)
 
+    from engine.runtime import models as runtime_models
+
+    offloaded = []
+    real_enter = runtime_models.sequential_offload.__enter__
+
+    def spy(self):
+        offloaded.append(self.module)
+        return real_enter(self)
+
+    monkeypatch.setattr(runtime_models.sequential_offload, "__enter__", spy)
     monkeypatch.setattr(UNet2DConditionModel, "forward", flaky)
-    r = model_executor.run(txt2img(seed=11, steps=3))
-    assert r.ok and calls["n"] == 4  # one failure, retried, then two more steps
+    reference = model_executor.run(txt2img(seed=11, steps=3, cfg=7.0))
+    assert reference.ok and calls["n"] == 4  # one failure, retried, then two more steps
+    # the failed step and the two after it ran offloaded; the node's next run tries again
+    assert len(offloaded) == 3 and isinstance(offloaded[0], UNet2DConditionModel)
+    monkeypatch.setattr(UNet2DConditionModel, "forward", real)
+    from engine import Executor
+
+    plain = Executor(models=model_executor.models).run(txt2img(seed=11, steps=3, cfg=7.0))
+    assert torch.allclose(plain["out"]["ui"]["images"], reference["out"]["ui"]["images"],
+                          atol=1e-5)  # the offloaded step computed the same thing
+    monkeypatch.setattr(UNet2DConditionModel, "forward", flaky)
 
     def always(self, *a, **k):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -86,6 +86,7 @@ class ModelManager:
         self._lock = threading.RLock()
         self.loads = 0  # how many times a model was read from disk
         self.load_log: list[str] = []
+        self._sequential: set[int] = set()  # modules that ran out of memory: stay offloaded
 
     @property
     def device(self) -> DeviceChoice:
@@ -102,6 +103,7 @@ class ModelManager:
         """The live object for `key`, loading it (once) with `loader` if needed, and moved
         to the compute device within the budget."""
         with self._lock:
+            self._sequential.clear()  # a new node tries the whole model on the device again
             entry = self._loaded.get(key)
             if entry is None:
                 obj = loader()
@@ -171,18 +173,28 @@ class ModelManager:
                            for k, e in self._loaded.items()},
                 "loads": self.loads, "device": self.device.device, "dtype": self.device.dtype}
 
-    def retry_on_oom(self, fn: Callable[[], Any], what: str) -> Any:
-        """Run fn; on out-of-memory free cached memory, offload, and try once more."""
+    def retry_on_oom(self, fn: Callable[[], Any], what: str, module: Any = None) -> Any:
+        """Run fn; on out-of-memory free cached memory, move every model to CPU, and try
+        once more with `module` offloaded sequentially (each layer's weights go to the
+        device only while that layer runs). Later calls for that module in the same node
+        stay offloaded."""
+        if module is not None and id(module) in self._sequential:
+            with sequential_offload(module, self.device.torch_device()):
+                return fn()
         try:
             return fn()
         except Exception as exc:
             if not is_oom(exc):
                 raise
-            log.warning("%s ran out of memory; freeing memory and retrying once", what)
+            log.warning("%s ran out of memory; retrying once with sequential offload", what)
         self.offload_all()
         free_device_memory()
         try:
-            return fn()
+            if module is None:
+                return fn()
+            self._sequential.add(id(module))
+            with sequential_offload(module, self.device.torch_device()):
+                return fn()
         except Exception as exc:
             if not is_oom(exc):
                 raise
@@ -190,6 +202,38 @@ class ModelManager:
                 f"{what} ran out of memory on {self.device.device} even after offloading "
                 "other models: use a smaller width, height or batch, enable tiling, or "
                 "pick a lower-precision dtype") from exc
+
+
+class sequential_offload:
+    """Keep a module's weights on the CPU and move each leaf layer to the device only for
+    its own forward pass. Slow, but runs models far larger than the free memory."""
+
+    def __init__(self, module: Any, device: Any):
+        self.module, self.device, self.handles = module, device, []
+
+    def __enter__(self) -> Any:
+        self.module.to("cpu")
+        for leaf in self.module.modules():
+            if next(leaf.children(), None) is not None:
+                continue
+            if not any(True for _ in leaf.parameters(recurse=False)):
+                continue
+            self.handles.append(leaf.register_forward_pre_hook(self._load))
+            self.handles.append(leaf.register_forward_hook(self._unload))
+        self.calls = 0
+        return self
+
+    def _load(self, leaf: Any, args: Any) -> None:
+        self.calls += 1
+        leaf.to(self.device)
+
+    def _unload(self, leaf: Any, args: Any, output: Any) -> None:
+        leaf.to("cpu")
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
 
 
 def is_oom(exc: BaseException) -> bool:

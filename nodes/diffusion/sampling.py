@@ -133,7 +133,7 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
             return unet(x, t, encoder_hidden_states=emb, added_cond_kwargs=added,
                         return_dict=False)[0]
 
-        pred = manager.retry_on_oom(call, "the sampler")
+        pred = manager.retry_on_oom(call, "the sampler", module=unet)
         if guided:
             uncond, cond = pred.chunk(2)
             pred = uncond + cfg * (cond - uncond)
