@@ -24,7 +24,7 @@ from .context import CancelToken, NodeContext
 from .errors import Cancelled, InputError, NodeFailure, describe
 from .events import EventBus, NodeFailed, NodeFinished, NodeStarted, RunFinished, RunStarted
 from .fsutil import FileHasher
-from .graph import Graph, Link
+from .graph import Graph, Link, dependency_order
 from .spec import REQUIRED, FingerprintEnv, Node
 from .validate import InvalidGraph, analyze, errors
 
@@ -122,7 +122,7 @@ class Executor:
             if nid not in sources:
                 sources[nid] = all_sources[nid]
                 stack.extend(l.src for l in sources[nid].values())
-        order = _topological(graph, sources, sources)
+        order = _topological(graph, sources)
 
         sigs, volatile = self.signatures(graph, order, sources, nonce or uuid.uuid4().hex)
 
@@ -141,7 +141,9 @@ class Executor:
             to_run.add(nid)
             stack.extend(l.src for l in sources[nid].values())
         run = _grouped_order(targets, sources, to_run)
-        return Plan(targets, run, sorted(cached, key=order.index), sigs, sources, volatile)
+        position = {nid: i for i, nid in enumerate(order)}
+        return Plan(targets, run, sorted(cached, key=position.__getitem__), sigs, sources,
+                    volatile)
 
     def _cached(self, cls: type[Node], sig: str) -> bool:
         if sig not in self.cache:
@@ -388,24 +390,11 @@ def _failure(nid: str, node_type: str, exc: BaseException) -> NodeFailure:
     return NodeFailure(nid, node_type, f"{type(exc).__name__}: {exc}", traceback=tb)
 
 
-def _topological(graph: Graph, ids, sources: dict[str, dict[str, Link]]) -> list[str]:
+def _topological(graph: Graph, sources: dict[str, dict[str, Link]]) -> list[str]:
     """Dependency order over the effective links (which skip bypassed nodes)."""
-    indeg = dict.fromkeys((i for i in graph.nodes if i in ids), 0)
-    children: dict[str, list[str]] = {}
-    for nid in indeg:
-        for l in sources[nid].values():
-            indeg[nid] += 1
-            children.setdefault(l.src, []).append(nid)
-    ready = [i for i, d in indeg.items() if d == 0]
-    order: list[str] = []
-    while ready:
-        nid = ready.pop()
-        order.append(nid)
-        for c in children.get(nid, ()):
-            indeg[c] -= 1
-            if indeg[c] == 0:
-                ready.append(c)
-    return order
+    return dependency_order((i for i in graph.nodes if i in sources),
+                            ((l.src, nid) for nid, srcs in sources.items()
+                             for l in srcs.values()))
 
 
 def _consumer_counts(plan: Plan) -> dict[str, int]:

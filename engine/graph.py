@@ -274,27 +274,34 @@ class Graph:
         return out
 
     def topological(self, only: Iterable[str] | None = None) -> list[str]:
-        """Node ids in dependency order (Kahn's algorithm, ties in insertion order)."""
+        """Node ids in dependency order. Raises GraphError on a cycle."""
         ids = list(self.nodes) if only is None else [i for i in self.nodes if i in set(only)]
         idset = set(ids)
-        indeg = dict.fromkeys(ids, 0)
-        children: dict[str, list[str]] = {}
-        for l in self.links.values():
-            if l.src in idset and l.dst in idset:
-                indeg[l.dst] += 1
-                children.setdefault(l.src, []).append(l.dst)
-        ready = [i for i in ids if indeg[i] == 0]
-        order: list[str] = []
-        while ready:
-            nxt = ready.pop()
-            order.append(nxt)
-            for c in children.get(nxt, ()):
-                indeg[c] -= 1
-                if indeg[c] == 0:
-                    ready.append(c)
+        order = dependency_order(ids, ((l.src, l.dst) for l in self.links.values()
+                                       if l.src in idset and l.dst in idset))
         if len(order) != len(ids):
             raise GraphError("the graph has a cycle")
         return order
+
+
+def dependency_order(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[str]:
+    """Kahn's algorithm over (source, target) edges between the given ids. The result is
+    shorter than `ids` when there is a cycle."""
+    indeg = dict.fromkeys(ids, 0)
+    children: dict[str, list[str]] = {}
+    for src, dst in edges:
+        indeg[dst] += 1
+        children.setdefault(src, []).append(dst)
+    ready = [i for i, d in indeg.items() if d == 0]
+    order: list[str] = []
+    while ready:
+        nxt = ready.pop()
+        order.append(nxt)
+        for c in children.get(nxt, ()):
+            indeg[c] -= 1
+            if indeg[c] == 0:
+                ready.append(c)
+    return order
 
 
 def _label(node: GraphNode) -> str:

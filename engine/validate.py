@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import LoomError, describe
-from .graph import Graph, Link
+from .graph import Graph, Link, dependency_order
 from .types import can_connect
 
 
@@ -218,29 +218,15 @@ def _find_cycle(graph: Graph, ids: list[str]) -> list[str]:
     """A cycle among the given nodes, or []. A linear-time check first; networkx only to
     name the nodes of a cycle once there is one."""
     idset = set(ids)
-    indeg = dict.fromkeys(idset, 0)
-    children: dict[str, list[str]] = {}
-    for l in graph.links.values():
-        if l.src in idset and l.dst in idset:
-            indeg[l.dst] += 1
-            children.setdefault(l.src, []).append(l.dst)
-    ready = [i for i, d in indeg.items() if d == 0]
-    done = 0
-    while ready:
-        done += 1
-        for c in children.get(ready.pop(), ()):
-            indeg[c] -= 1
-            if indeg[c] == 0:
-                ready.append(c)
-    if done == len(idset):
+    edges = [(l.src, l.dst) for l in graph.links.values() if l.src in idset and l.dst in idset]
+    if len(dependency_order(idset, edges)) == len(idset):
         return []
 
     import networkx as nx
 
     g = nx.DiGraph()
     g.add_nodes_from(ids)
-    g.add_edges_from((l.src, l.dst) for l in graph.links.values()
-                     if l.src in idset and l.dst in idset)
+    g.add_edges_from(edges)
     try:
         edges = nx.find_cycle(g)
     except nx.NetworkXNoCycle:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
+    """CLIP's byte -> printable character table (the base of its BPE vocabulary)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
         list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -31,7 +32,7 @@ def write_byte_tokenizer(folder: Path, max_length: int = 77, pad: str = "<|endof
     """A CLIP tokenizer with a byte-level vocabulary and no merges: every word becomes its
     bytes. Returns the vocabulary size."""
     folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": i + 256 for i, c in enumerate(chars)})
     vocab["<|startoftext|>"] = 512
