@@ -21,11 +21,12 @@ class Latent:
 
 @dataclass(frozen=True)
 class ControlHint:
-    control_net: Any
-    image: Any
+    control_net: Any  # a ModelRef
+    image: Any  # IMAGE tensor [B, 3, H, W], 0..1
     strength: float = 1.0
-    start: float = 0.0
-    end: float = 1.0
+    start: float = 0.0  # fraction of the schedule where control begins
+    end: float = 1.0  # ... and ends
+    guess_mode: bool = False
 
 
 @dataclass(frozen=True)

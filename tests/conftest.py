@@ -47,13 +47,15 @@ def events():
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Tiny random-weight SD models in a model folder (diffusers + single file)."""
-    from nodes.diffusion.fixtures import build_lora, build_sd15, build_sdxl
+    from nodes.diffusion.fixtures import build_controlnet, build_lora, build_sd15, build_sdxl
 
     root = tmp_path_factory.mktemp("models")
     sd15 = build_sd15(root, "tiny-sd15", seed=0)
     build_sdxl(root, "tiny-sdxl", seed=0)
     build_lora(root, sd15["diffusers"], "tiny-lora", seed=1)
     build_lora(root, sd15["diffusers"], "tiny-lora-b", seed=2)
+    build_controlnet(root, sd15["diffusers"], "tiny-controlnet", seed=3)
+    build_controlnet(root, sd15["diffusers"], "tiny-controlnet-b", seed=4)
     return root
 
 

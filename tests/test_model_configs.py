@@ -90,3 +90,17 @@ def test_model_folders_from_env_config_and_comfyui_yaml(tmp_path, monkeypatch):
     assert folders.find("loras", "z.safetensors").parent.name == "lora_stuff"
     with pytest.raises(LookupError, match="no loras model named 'w'"):
         folders.find("loras", "w")
+
+
+@pytest.mark.parametrize("family,context", [("sd15", 768), ("sd2", 1024), ("sdxl", 2048)])
+def test_shipped_controlnet_configs_build_and_name_their_family(family, context, tmp_path):
+    from accelerate import init_empty_weights
+    from diffusers import ControlNetModel
+
+    from nodes.diffusion.controlnet import family_of_controlnet
+
+    folder = CONFIGS / f"controlnet_{family}"
+    with init_empty_weights():
+        cn = ControlNetModel.from_config(json.loads((folder / "config.json").read_text()))
+    assert cn.config.cross_attention_dim == context
+    assert family_of_controlnet(folder) == family

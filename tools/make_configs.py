@@ -138,6 +138,23 @@ def xl(name: str, unet: dict, vocab, merges, refiner: bool) -> None:
     tokenizer(folder / "tokenizer_2", vocab, merges, "!")
 
 
+CONTROLNET_KEYS = ("in_channels", "flip_sin_to_cos", "freq_shift", "down_block_types",
+                   "block_out_channels", "layers_per_block", "downsample_padding",
+                   "mid_block_scale_factor", "act_fn", "norm_num_groups", "norm_eps",
+                   "cross_attention_dim", "attention_head_dim", "use_linear_projection",
+                   "upcast_attention", "transformer_layers_per_block", "addition_embed_type",
+                   "addition_time_embed_dim", "projection_class_embeddings_input_dim")
+
+
+def controlnet(name: str, unet: dict) -> None:
+    """A ControlNet is its model's UNet encoder plus a hint encoder and zero convolutions."""
+    config = {k: v for k, v in unet.items() if k in CONTROLNET_KEYS}
+    write(OUT / name / "config.json", {
+        "_class_name": "ControlNetModel", "_diffusers_version": VERSION, **config,
+        "conditioning_embedding_out_channels": [16, 32, 96, 256],
+        "controlnet_conditioning_channel_order": "rgb", "conditioning_channels": 3})
+
+
 def main(bpe: str) -> None:
     vocab, merges = clip_vocab(Path(bpe))
     assert len(vocab) == 49408, len(vocab)
@@ -159,6 +176,9 @@ def main(bpe: str) -> None:
     xl("sdxl", UNET_XL, vocab, merges, refiner=False)
     xl("sdxl_refiner", UNET_XL_REFINER, vocab, merges, refiner=True)
     xl("sdxl_inpaint", {**UNET_XL, "in_channels": 9}, vocab, merges, refiner=False)
+    controlnet("controlnet_sd15", UNET_SD1)
+    controlnet("controlnet_sd2", UNET_SD2)
+    controlnet("controlnet_sdxl", UNET_XL)
     print("wrote", ", ".join(sorted(p.name for p in OUT.iterdir())))
 
 

@@ -243,3 +243,34 @@ def build_lora(root: str | Path, model_folder: Path, name: str = "tiny-lora", ra
               folder / f"{name}-diffusers.safetensors")
     return {"kohya": folder / f"{name}.safetensors",
             "diffusers": folder / f"{name}-diffusers.safetensors"}
+
+
+def build_controlnet(root: str | Path, model_folder: Path, name: str = "tiny-controlnet",
+                     seed: int = 3) -> dict[str, Path]:
+    """A tiny ControlNet for a tiny model: its encoder copied from the model's UNet, the
+    zero convolutions given random weights (zeros would make it do nothing), saved as a
+    diffusers folder (controlnet/NAME/) and a single original-layout file
+    (controlnet/NAME.safetensors + NAME.config/)."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    from .ldm import controlnet_to_ldm
+
+    unet = UNet2DConditionModel.from_pretrained(model_folder / "unet")
+    torch.manual_seed(seed)
+    cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    with torch.no_grad():
+        for m in [*cn.controlnet_down_blocks, cn.controlnet_mid_block,
+                  cn.controlnet_cond_embedding.conv_out]:
+            m.weight.normal_(0, 0.3)
+            m.bias.normal_(0, 0.1)
+    folder = Path(root) / "controlnet"
+    if (folder / name).exists():
+        shutil.rmtree(folder / name)
+    cn.save_pretrained(folder / name, safe_serialization=True)
+    single = folder / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in controlnet_to_ldm(cn.state_dict(),
+                                                               dict(cn.config)).items()}, single)
+    write_config_folder(folder / name, folder / f"{name}.config")
+    return {"diffusers": folder / name, "single_file": single}

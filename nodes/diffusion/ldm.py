@@ -57,6 +57,28 @@ def _unet_key(key: str, L: int, has_attn_up: list[bool]) -> str:
     raise KeyError(f"no original-layout name for UNet key {key!r}")
 
 
+def controlnet_to_ldm(sd: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A diffusers ControlNetModel in the original layout (control_model.*). The hint
+    embedding must have four channel stages, as every released ControlNet has."""
+    L = config["layers_per_block"]
+    out = {}
+    for key, value in sd.items():
+        if m := re.match(r"controlnet_down_blocks\.(\d+)\.(.*)", key):
+            new = f"zero_convs.{m[1]}.0.{m[2]}"
+        elif key.startswith("controlnet_mid_block."):
+            new = "middle_block_out.0." + key.split(".", 1)[1]
+        elif key.startswith("controlnet_cond_embedding.conv_in."):
+            new = "input_hint_block.0." + key.rsplit(".", 1)[1]
+        elif key.startswith("controlnet_cond_embedding.conv_out."):
+            new = "input_hint_block.14." + key.rsplit(".", 1)[1]
+        elif m := re.match(r"controlnet_cond_embedding\.blocks\.(\d+)\.(.*)", key):
+            new = f"input_hint_block.{2 * (int(m[1]) + 1)}.{m[2]}"
+        else:
+            new = _unet_key(key, L, [])
+        out["control_model." + new] = value
+    return out
+
+
 _VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 

@@ -116,6 +116,13 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
     if comps.text_encoder_2 is not None or positive.pooled is not None:
         added = _sdxl_added(comps, positive, negative, samples.shape, batch, guided,
                             device, dtype)
+    from .controlnet import ControlState, guided_residuals
+
+    size = (samples.shape[-2] * 8, samples.shape[-1] * 8)
+    ctrl_pos = ControlState(ctx, positive.controls, model, unet, size, batch, device, dtype,
+                            positive=True)
+    ctrl_neg = ControlState(ctx, negative.controls if guided else (), model, unet, size,
+                            batch, device, dtype, positive=False)
     step_kwargs = {}
     step_params = inspect.signature(sched.step).parameters
     if "generator" in step_params:
@@ -129,9 +136,16 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
         x = torch.cat([latents] * 2) if guided else latents
         x = sched.scale_model_input(x, t)
 
-        def call(x=x, t=t):
+        def call(x=x, t=t, i=i):
+            down = mid = None
+            if ctrl_pos or ctrl_neg:
+                if guided:
+                    down, mid = guided_residuals(ctrl_neg, ctrl_pos, x, t, emb, added, i, total)
+                else:
+                    down, mid = ctrl_pos.residuals(x, t, emb, added, i, total)
             return unet(x, t, encoder_hidden_states=emb, added_cond_kwargs=added,
-                        return_dict=False)[0]
+                        down_block_additional_residuals=down,
+                        mid_block_additional_residual=mid, return_dict=False)[0]
 
         pred = manager.retry_on_oom(call, "the sampler", module=unet)
         if guided:

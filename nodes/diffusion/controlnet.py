@@ -1,0 +1,199 @@
+"""ControlNet: load one, attach it to a conditioning, and the residuals the sampler adds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InputError
+from engine.runtime.models import ModelRef
+from engine.spec import Bool, Float, In, Node, Output, String
+from engine.types import T
+from engine.values import ControlHint
+
+from .loading import CONFIGS, header_shapes, quiet
+from .models import find
+
+FAMILY_BY_CONTEXT = {768: "sd15", 1024: "sd2", 2048: "sdxl"}
+
+
+def family_of_controlnet(path: Path) -> str | None:
+    if path.is_dir():
+        dim = json.loads((path / "config.json").read_text()).get("cross_attention_dim")
+    else:
+        shapes = header_shapes(path)
+        dims = [v.shape[-1] for k, v in shapes.items() if k.endswith("attn2.to_k.weight")]
+        dim = dims[0] if dims else None
+    if dim is None:
+        return None
+    return FAMILY_BY_CONTEXT.get(dim, f"context-{dim}")  # a custom or test architecture
+
+
+def load_controlnet(path: Path, dtype: Any) -> Any:
+    from diffusers import ControlNetModel
+
+    quiet()
+    if path.is_dir():
+        cn = ControlNetModel.from_pretrained(path, local_files_only=True)
+    else:
+        sidecar = path.with_suffix(".config")
+        family = family_of_controlnet(path)
+        config = sidecar if sidecar.is_dir() else CONFIGS / f"controlnet_{family}"
+        if not (config / "config.json").is_file():
+            raise InputError("control_net_name", "an SD 1.5, SD 2.x or SDXL ControlNet",
+                             f"{path.name} ({family})")
+        cn = ControlNetModel.from_single_file(str(path), config=str(config),
+                                              local_files_only=True)
+    missing = [k for k, v in cn.state_dict().items() if v.is_meta]
+    if missing:
+        raise InputError("control_net_name", "a ControlNet with all its weights", path.name,
+                         hint=f"{len(missing)} missing, e.g. {missing[0]}")
+    return cn.requires_grad_(False).eval().to(dtype)
+
+
+class LoadControlNet(Node):
+    type = "load_controlnet"
+    title = "Load ControlNet"
+    category = "loaders"
+    description = "A ControlNet (diffusers folder or single file in controlnet/)."
+    inputs = (String("control_net_name", "", file="controlnet"),)
+    outputs = (Output("control_net", T.control_net),)
+
+    def run(self, ctx, control_net_name):
+        path = find(ctx, "controlnet", control_net_name, "control_net_name")
+        family = family_of_controlnet(path)
+        if family is None:
+            raise InputError("control_net_name", "a ControlNet (with cross-attention layers)",
+                             path.name)
+        stamp = os.stat(path).st_mtime_ns
+        ref = ModelRef("CONTROL_NET", family, str(path),
+                       f"controlnet:{path}:{stamp}:{ctx.models.device.dtype}")
+        controlnet(ctx, ref)  # load now: a broken file fails this node
+        return {"control_net": ref}
+
+
+def controlnet(ctx, ref: ModelRef) -> Any:
+    import torch
+
+    dtype = getattr(torch, ctx.models.device.dtype)
+    return ctx.models.get(ref.key, lambda: load_controlnet(Path(ref.source), dtype))
+
+
+class ApplyControlNet(Node):
+    type = "apply_controlnet"
+    title = "Apply ControlNet"
+    category = "conditioning"
+    description = ("Attach a ControlNet and its control image to a conditioning. Chain to "
+                   "use several; apply to the negative too for the usual behaviour.")
+    inputs = (In("conditioning", T.conditioning), In("control_net", T.control_net),
+              In("image", T.image),
+              Float("strength", 1.0, min=0.0, max=10.0, step=0.01),
+              Float("start_percent", 0.0, min=0.0, max=1.0, step=0.001),
+              Float("end_percent", 1.0, min=0.0, max=1.0, step=0.001),
+              Bool("guess_mode", False, description="the ControlNet recognises content "
+                   "without a prompt; applies to the positive side only"))
+    outputs = (Output("conditioning", T.conditioning),)
+
+    def run(self, ctx, conditioning, control_net, image, strength=1.0, start_percent=0.0,
+            end_percent=1.0, guess_mode=False):
+        if end_percent < start_percent:
+            raise InputError("end_percent", f"at least start_percent ({start_percent})",
+                             end_percent)
+        hint = ControlHint(control_net, image[:, :3], strength, start_percent, end_percent,
+                           guess_mode)
+        return {"conditioning": dataclasses.replace(conditioning,
+                                                    controls=conditioning.controls + (hint,))}
+
+
+def base_family(family: str) -> str:
+    """sd15_inpaint -> sd15, sdxl_refiner -> sdxl: what a ControlNet must match."""
+    return family.split("_")[0]
+
+
+class ControlState:
+    """The sampler's view of the hints on one side (negative or positive)."""
+
+    def __init__(self, ctx, hints: tuple[ControlHint, ...], model: Any, unet: Any,
+                 size: tuple[int, int], batch: int, device: Any, dtype: Any, positive: bool):
+        import torch.nn.functional as F
+
+        self.items = []
+        for h in hints:
+            if h.strength == 0 or h.start >= h.end or (h.guess_mode and not positive):
+                continue
+            cn = controlnet(ctx, h.control_net)
+            if cn.config.cross_attention_dim != unet.config.cross_attention_dim:
+                fam, family = h.control_net.family, base_family(model.family)
+                raise InputError("positive" if positive else "negative",
+                                 f"ControlNets for {family} models", f"one for {fam}",
+                                 hint=f"{Path(h.control_net.source).name} was made for {fam}")
+            img = h.image
+            if tuple(img.shape[-2:]) != size:
+                img = F.interpolate(img, size=size, mode="bilinear", align_corners=False,
+                                    antialias=True)
+            if img.shape[0] != batch:
+                img = img[:1].repeat(batch, 1, 1, 1)
+            self.items.append((h, cn, img.to(device, dtype)))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def same_as(self, other: ControlState) -> bool:
+        """Equal hints on both sides: one batched call serves both (as diffusers does)."""
+        import torch
+
+        if len(self.items) != len(other.items):
+            return False
+        for (a, _, ia), (b, _, ib) in zip(self.items, other.items):
+            if (a.control_net, a.strength, a.start, a.end, a.guess_mode) != \
+                    (b.control_net, b.strength, b.start, b.end, b.guess_mode) or \
+                    not torch.equal(ia, ib) or a.guess_mode:
+                return False
+        return True
+
+    def residuals(self, x, t, emb, added, step: int, total: int):
+        down = mid = None
+        for h, cn, img in self.items:
+            if step / total < h.start or (step + 1) / total > h.end:
+                continue
+            if img.shape[0] != x.shape[0]:  # one call for both halves of a guided batch
+                img = img.repeat(x.shape[0] // img.shape[0], 1, 1, 1)
+            d, m = cn(x, t, encoder_hidden_states=emb, controlnet_cond=img,
+                      conditioning_scale=h.strength, guess_mode=h.guess_mode,
+                      added_cond_kwargs=added, return_dict=False)
+            if down is None:
+                down, mid = list(d), m
+            else:
+                down = [a + b for a, b in zip(down, d)]
+                mid = mid + m
+        return down, mid
+
+
+def guided_residuals(neg: ControlState, pos: ControlState, x, t, emb, added, step, total):
+    """Residuals for a [negative, positive] batch: each half gets its own hints, and a half
+    without any gets zeros."""
+    import torch
+
+    if neg.same_as(pos):
+        return pos.residuals(x, t, emb, added, step, total)
+    xn, xp = x.chunk(2)
+    en, ep = emb.chunk(2)
+    an = ap = None
+    if added is not None:
+        an = {k: v.chunk(2)[0] for k, v in added.items()}
+        ap = {k: v.chunk(2)[1] for k, v in added.items()}
+    dn, mn = neg.residuals(xn, t, en, an, step, total) if neg else (None, None)
+    dp, mp = pos.residuals(xp, t, ep, ap, step, total) if pos else (None, None)
+    if dn is None and dp is None:
+        return None, None
+    if dn is None:
+        dn, mn = [torch.zeros_like(d) for d in dp], torch.zeros_like(mp)
+    if dp is None:
+        dp, mp = [torch.zeros_like(d) for d in dn], torch.zeros_like(mn)
+    return [torch.cat([a, b]) for a, b in zip(dn, dp)], torch.cat([mn, mp])
+
+
+NODES = (LoadControlNet, ApplyControlNet)
