@@ -339,10 +339,46 @@ class CompositeImages(Node):
         else:
             m = mask[..., y0 - y: y1 - y, x0 - x: x1 - x]
             region = out[..., y0:y1, x0:x1]
-            # torch.where keeps destination bit for bit where the mask is 0
-            out[..., y0:y1, x0:x1] = torch.where(m > 0, region + (s - region) * m, region)
+            # lerp is exact at both ends: destination where the mask is 0, source where 1
+            out[..., y0:y1, x0:x1] = torch.lerp(region, s, m.expand_as(region))
         return {"image": out}
 
 
+class PadForOutpaint(Node):
+    type = "pad_for_outpaint"
+    title = "Pad for Outpaint"
+    category = "inpaint"
+    description = ("Extend the canvas with mid grey and make the mask to paint it: 1 over the "
+                   "new border, fading into the original over `feathering` pixels.")
+    inputs = (In("image", T.image),
+              Int("left", 0, min=0, max=MAX_SIDE, step=8),
+              Int("top", 0, min=0, max=MAX_SIDE, step=8),
+              Int("right", 0, min=0, max=MAX_SIDE, step=8),
+              Int("bottom", 0, min=0, max=MAX_SIDE, step=8),
+              Int("feathering", 40, min=0, max=MAX_SIDE))
+    outputs = (Output("image", T.image), Output("mask", T.mask))
+
+    def run(self, ctx, image, left=0, top=0, right=0, bottom=0, feathering=40):
+        import torch
+
+        check_image(image, "image")
+        b, c, h, w = image.shape
+        out = torch.full((b, 3, h + top + bottom, w + left + right), 0.5)
+        out[..., top: top + h, left: left + w] = image[:, :3]
+        mask = torch.ones(b, 1, h + top + bottom, w + left + right)
+        inner = torch.zeros(h, w)
+        if feathering > 0:
+            ys = torch.arange(h).view(-1, 1).float()
+            xs = torch.arange(w).view(1, -1).float()
+            dist = torch.full((h, w), float("inf"))
+            for side, d in ((left, xs), (right, w - 1 - xs), (top, ys), (bottom, h - 1 - ys)):
+                if side:
+                    dist = torch.minimum(dist, d.expand(h, w))
+            fade = ((feathering - dist) / feathering).clamp(0, 1) ** 2
+            inner = torch.where(torch.isfinite(dist), fade, inner)
+        mask[..., top: top + h, left: left + w] = inner
+        return {"image": out, "mask": mask}
+
+
 NODES = (LoadImage, SaveImage, PreviewImage, ResizeImage, CropImage, PadImage, BlendImages,
-         CompositeImages)
+         CompositeImages, PadForOutpaint)

@@ -168,5 +168,24 @@ class SolidMask(Node):
         return {"mask": torch.full((1, 1, height, width), float(value))}
 
 
-NODES = (MaskFromColor, ImageToMask, MaskToImage, InvertMask, GrowMask, BlurMask,
+class LoadImageMask(Node):
+    type = "load_image_mask"
+    title = "Load Image Mask"
+    category = "mask"
+    description = ("A painted mask from an image file: one channel, or the alpha channel "
+                   "(transparent = 1, the part to change).")
+    inputs = (String("path", "", file="image"),
+              Choice("channel", ("alpha", "red", "green", "blue", "luminance"), "alpha"))
+    outputs = (Output("mask", T.mask),)
+
+    def run(self, ctx, path, channel="alpha"):
+        from .image import LoadImage
+
+        out = LoadImage().run(ctx, path)
+        if channel == "alpha":
+            return {"mask": out["mask"]}
+        return ImageToMask().run(ctx, out["image"], channel)
+
+
+NODES = (LoadImageMask, MaskFromColor, ImageToMask, MaskToImage, InvertMask, GrowMask, BlurMask,
          ThresholdMask, SolidMask)

@@ -56,6 +56,7 @@ def tiny_models(tmp_path_factory):
     build_lora(root, sd15["diffusers"], "tiny-lora-b", seed=2)
     build_controlnet(root, sd15["diffusers"], "tiny-controlnet", seed=3)
     build_controlnet(root, sd15["diffusers"], "tiny-controlnet-b", seed=4)
+    build_sd15(root, "tiny-sd15-inpaint", seed=5, in_channels=9)
     return root
 
 

@@ -196,4 +196,22 @@ def guided_residuals(neg: ControlState, pos: ControlState, x, t, emb, added, ste
     return [torch.cat([a, b]) for a, b in zip(dn, dp)], torch.cat([mn, mp])
 
 
-NODES = (LoadControlNet, ApplyControlNet)
+class InpaintControlImage(Node):
+    type = "controlnet_inpaint_image"
+    title = "Inpaint ControlNet Image"
+    category = "controlnet/preprocessors"
+    description = ("The control image an inpaint ControlNet expects: the picture, with the "
+                   "masked pixels set to -1 (which no real pixel has).")
+    inputs = (In("image", T.image), In("mask", T.mask))
+    outputs = (Output("image", T.image),)
+
+    def run(self, ctx, image, mask):
+        import torch
+
+        if tuple(mask.shape[-2:]) != tuple(image.shape[-2:]):
+            raise InputError("mask", f"the image's size ({image.shape[-1]}x{image.shape[-2]})",
+                             f"{mask.shape[-1]}x{mask.shape[-2]}")
+        return {"image": torch.where(mask > 0.5, torch.tensor(-1.0), image[:, :3])}
+
+
+NODES = (LoadControlNet, ApplyControlNet, InpaintControlImage)

@@ -70,9 +70,11 @@ SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_
                       skip_prk_steps=True, prediction_type="epsilon")
 
 
-def build_sd15(root: str | Path, name: str = "tiny-sd15", seed: int = 0) -> dict[str, Path]:
+def build_sd15(root: str | Path, name: str = "tiny-sd15", seed: int = 0,
+               in_channels: int = 4) -> dict[str, Path]:
     """A tiny SD 1.5-shaped model: `root/diffusers/NAME/` and
-    `root/checkpoints/NAME.safetensors` (+ `NAME.config/`). Returns the paths."""
+    `root/checkpoints/NAME.safetensors` (+ `NAME.config/`). in_channels=9 makes an
+    inpainting model (latent, mask, masked-image latent). Returns the paths."""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -92,7 +94,7 @@ def build_sd15(root: str | Path, name: str = "tiny-sd15", seed: int = 0) -> dict
     tok_dir = root / ".tmp-tokenizer"
     vocab = write_byte_tokenizer(tok_dir)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**tiny_unet_config())
+    unet = UNet2DConditionModel(**tiny_unet_config(in_channels=in_channels))
     vae = AutoencoderKL(**tiny_vae_config())
     text = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
                                         num_hidden_layers=2, num_attention_heads=4,

@@ -123,6 +123,22 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
                             positive=True)
     ctrl_neg = ControlState(ctx, negative.controls if guided else (), model, unet, size,
                             batch, device, dtype, positive=False)
+    # inpainting: a 9-channel UNet takes (mask, masked-image latent) beside the latent; a
+    # 4-channel one keeps the unmasked area on the source, re-noised to each next step
+    inpaint_unet = unet.config.in_channels == 9
+    mask = None
+    if latent.noise_mask is not None or inpaint_unet:
+        if latent.noise_mask is None:
+            raise InputError("latent", "a latent with a mask (from VAE Encode for Inpaint or "
+                             "Set Latent Noise Mask) for this inpainting model",
+                             "a latent without one")
+        mask = latent_mask(latent.noise_mask, samples.shape, batch).to(device, dtype)
+        source = samples.to(device, dtype)
+    extra_in = None
+    if inpaint_unet:
+        extra_in = torch.cat([mask, source], dim=1)
+        if guided:
+            extra_in = torch.cat([extra_in] * 2)
     step_kwargs = {}
     step_params = inspect.signature(sched.step).parameters
     if "generator" in step_params:
@@ -135,15 +151,16 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
         ctx.check_cancelled()
         x = torch.cat([latents] * 2) if guided else latents
         x = sched.scale_model_input(x, t)
+        unet_x = torch.cat([x, extra_in], dim=1) if extra_in is not None else x
 
-        def call(x=x, t=t, i=i):
+        def call(x=x, t=t, i=i, unet_x=unet_x):
             down = mid = None
             if ctrl_pos or ctrl_neg:
                 if guided:
                     down, mid = guided_residuals(ctrl_neg, ctrl_pos, x, t, emb, added, i, total)
                 else:
                     down, mid = ctrl_pos.residuals(x, t, emb, added, i, total)
-            return unet(x, t, encoder_hidden_states=emb, added_cond_kwargs=added,
+            return unet(unet_x, t, encoder_hidden_states=emb, added_cond_kwargs=added,
                         down_block_additional_residuals=down,
                         mid_block_additional_residual=mid, return_dict=False)[0]
 
@@ -152,9 +169,30 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
             uncond, cond = pred.chunk(2)
             pred = uncond + cfg * (cond - uncond)
         latents = sched.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
+        if mask is not None and not inpaint_unet:
+            proper = source
+            if i < total - 1:
+                proper = sched.add_noise(source, noise, timesteps[i + 1: i + 2])
+            latents = (1 - mask) * proper + mask * latents
         ctx.progress(i + 1, total, preview=lambda lat=latents: preview_image(lat, model.family))
     return Latent(samples=latents.float().cpu(), noise_mask=latent.noise_mask,
                   batch_index=latent.batch_index)
+
+
+def latent_mask(mask: Any, shape: tuple[int, ...], batch: int) -> Any:
+    """A MASK at pixel (or latent) size -> [batch, 1, h, w] at the latent's size: the share
+    of each 8x8 block that is masked."""
+    import torch.nn.functional as F
+
+    h, w = shape[-2], shape[-1]
+    if tuple(mask.shape[-2:]) not in ((h, w), (h * 8, w * 8)):
+        raise InputError("latent", f"a mask of {w * 8}x{h * 8} pixels (the image's size)",
+                         f"a mask of {mask.shape[-1]}x{mask.shape[-2]}")
+    if tuple(mask.shape[-2:]) != (h, w):
+        mask = F.interpolate(mask.float(), size=(h, w), mode="area")
+    if mask.shape[0] != batch:
+        mask = mask[:1].repeat(batch, 1, 1, 1)
+    return mask
 
 
 def _same_length(a: Any, b: Any) -> tuple[Any, Any]:
