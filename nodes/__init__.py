@@ -8,7 +8,7 @@ from engine.registry import Registry
 
 
 def register(registry: Registry) -> None:
-    from . import diffusion, image, mask, primitives
+    from . import diffusion, image, mask, preprocess, primitives
 
-    for module in (primitives, image, mask, diffusion):
+    for module in (primitives, image, mask, preprocess, diffusion):
         registry.register_all(module.NODES)

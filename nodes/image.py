@@ -303,13 +303,14 @@ class CompositeImages(Node):
     title = "Composite"
     category = "image/compose"
     description = ("Paste source onto destination at (x, y), through the mask if one is given "
-                   "(1 = source). Pixels outside the mask keep destination's values exactly.")
+                   "(1 = source). Pixels outside the mask keep destination's values exactly; "
+                   "feather softens the seam inside the mask's edge only.")
     inputs = (In("destination", T.image), In("source", T.image),
               Int("x", 0, min=-MAX_SIDE, max=MAX_SIDE), Int("y", 0, min=-MAX_SIDE, max=MAX_SIDE),
-              In("mask", T.mask, optional=True))
+              In("mask", T.mask, optional=True), Int("feather", 0, min=0, max=256))
     outputs = (Output("image", T.image),)
 
-    def run(self, ctx, destination, source, x=0, y=0, mask=None):
+    def run(self, ctx, destination, source, x=0, y=0, mask=None, feather=0):
         import torch
 
         check_image(destination, "destination")
@@ -319,6 +320,13 @@ class CompositeImages(Node):
         sh, sw = src.shape[-2:]
         if mask is not None:
             check_mask(mask, "mask")
+            if feather > 0:
+                from .mask import gaussian_blur, grow
+
+                # fade in over `feather` pixels inside the edge; outside stays exactly 0
+                inner = grow((mask > 0).float(), -feather)
+                mask = torch.minimum(mask, gaussian_blur(inner, feather).clamp(0, 1)
+                                     .maximum(inner))
             if mask.shape[-2:] == dst.shape[-2:] and (sh, sw) != (H, W):
                 mask = mask[..., max(y, 0): y + sh, max(x, 0): x + sw]
                 full = torch.zeros(mask.shape[0], 1, sh, sw)

@@ -149,3 +149,30 @@ def test_changing_strength_reruns_only_apply_sampler_and_after(model_executor, c
     r = model_executor.run(g)
     assert set(r.computed) == {"ap0", "s", "d", "out"}
     assert model_executor.models.loads == loads
+
+
+def test_sdxl_controlnet_matches_diffusers_pipeline(tiny_models, model_executor, control_png):
+    from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
+
+    from nodes.diffusion.fixtures import build_controlnet
+    from nodes.diffusion.loading import quiet
+    from nodes.diffusion.sampling import make_scheduler
+
+    build_controlnet(tiny_models, tiny_models / "diffusers" / "tiny-sdxl", "tiny-controlnet-xl")
+    g = graph(control_png, [("tiny-controlnet-xl.safetensors", 0.7, 0.0, 1.0, False)])
+    g.set_param("ck", "ckpt_name", "tiny-sdxl")
+    ours = image(model_executor, g)
+    quiet()
+    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(
+        tiny_models / "diffusers" / "tiny-sdxl", local_files_only=True,
+        controlnet=ControlNetModel.from_pretrained(tiny_models / "controlnet" /
+                                                   "tiny-controlnet-xl"))
+    pipe.scheduler = make_scheduler(dict(pipe.scheduler.config), "euler", "normal")
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(PROMPT, image=control_tensor(control_png), negative_prompt="", height=64,
+               width=64, num_inference_steps=6, guidance_scale=7.0, output_type="pt",
+               controlnet_conditioning_scale=0.7, generator=[generator_for(5, 0)]).images
+    assert (ours - ref).abs().max().item() < 1e-4
+    sd15 = graph(control_png, [("tiny-controlnet-xl", 0.7, 0.0, 1.0, False)])
+    f = model_executor.run(sd15).failures["s"]
+    assert "ControlNets for sd15 models" in f.message

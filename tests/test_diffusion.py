@@ -377,3 +377,25 @@ def test_loom_run_text_to_image_and_rerun_in_a_new_process(tiny_models, tmp_path
     second = subprocess.run(args, capture_output=True, text=True, cwd=root, env=env, timeout=300)
     plan = json.loads(second.stdout.splitlines()[0])["plan"]
     assert plan == {"run": [], "cached": ["save"]}  # nothing computed, no model loaded
+
+
+@pytest.mark.parametrize("name", ["txt2img", "controlnet_canny", "inpaint", "outpaint"])
+def test_example_workflows_run_with_tiny_models(model_executor, tmp_path, name):
+    from pathlib import Path
+
+    from engine import load
+
+    root = Path(__file__).resolve().parent.parent
+    g = load(root / "resources" / "workflows" / f"{name}.json")
+    g.set_param("ckpt", "ckpt_name", "tiny-sd15.safetensors")
+    g.set_param("sampler", "steps", 2)
+    if "cn" in g.nodes:
+        g.set_param("cn", "control_net_name", "tiny-controlnet")
+    r = model_executor.run(g, output_dir=tmp_path)
+    assert r.ok, r.failures
+    [png] = r.files
+    from PIL import Image
+
+    size = Image.open(png).size
+    assert size == ((768, 320) if name == "outpaint" else (512, 320) if name != "txt2img"
+                    else (512, 512))

@@ -205,3 +205,41 @@ def test_primitives_feed_widget_inputs(reg):
     g.connect(w["value"], ("m", "width"))
     r = Executor().run(g, ["m"])
     assert r["m"]["mask"].shape == (1, 1, 3, 6)
+
+
+def test_controlnet_preprocessors(reg):
+    img = torch.zeros(1, 3, 32, 32)
+    img[..., 8:24, 8:24] = 1.0  # a white square
+    edges = run1(reg, "canny", image=img, low_threshold=50, high_threshold=150)["image"]
+    assert edges.shape == (1, 3, 32, 32) and set(edges.unique().tolist()) <= {0.0, 1.0}
+    assert edges[0, 0, 16, 16] == 0 and edges[0, 0, 2, 2] == 0
+    assert edges[0, 0, 8:24, 7:9].sum() > 0  # on the square's left border
+    assert "low_threshold" in failure(reg, "canny", image=img, low_threshold=200,
+                                      high_threshold=100)
+    soft = run1(reg, "soft_edges", image=img, blur=0.0)["image"]
+    assert soft.max() == 1.0 and soft[0, 0, 16, 16] == 0 and soft[0, 0, 16, 8] > 0.5
+    line = run1(reg, "lineart", image=img)["image"]
+    assert set(line.unique().tolist()) == {0.0, 1.0} and line[0, 0, 16, 16] == 0
+    scribble = run1(reg, "threshold_image", image=img, threshold=0.5, invert=True)["image"]
+    assert scribble[0, 0, 16, 16] == 0 and scribble[0, 0, 0, 0] == 1
+    depth = run1(reg, "greyscale_depth", image=torch.rand(1, 3, 8, 8))["image"]
+    assert torch.equal(depth[:, 0], depth[:, 1]) and torch.equal(depth[:, 1], depth[:, 2])
+    noise = torch.rand(1, 3, 32, 32)
+    tiled = run1(reg, "tile_image", image=noise, downscale=4.0)["image"]
+    assert tiled.shape == noise.shape
+    assert (tiled[..., 1:] - tiled[..., :-1]).abs().mean() < 0.5 * \
+        (noise[..., 1:] - noise[..., :-1]).abs().mean()
+
+
+def test_composite_feather_stays_inside_the_mask(reg):
+    dst = torch.rand(1, 3, 16, 16)
+    src = torch.rand(1, 3, 16, 16)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:12, 4:12] = 1
+    out = run1(reg, "composite_images", destination=dst, source=src, mask=mask,
+               feather=3)["image"]
+    outside = mask[0, 0] == 0
+    assert torch.equal(out[..., outside], dst[..., outside])
+    assert torch.equal(out[..., 8, 8], src[..., 8, 8])  # the middle is all source
+    edge = out[..., 4, 8]
+    assert not torch.equal(edge, src[..., 4, 8]) and not torch.equal(edge, dst[..., 4, 8])

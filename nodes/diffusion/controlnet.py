@@ -45,8 +45,12 @@ def load_controlnet(path: Path, dtype: Any) -> Any:
         if not (config / "config.json").is_file():
             raise InputError("control_net_name", "an SD 1.5, SD 2.x or SDXL ControlNet",
                              f"{path.name} ({family})")
-        cn = ControlNetModel.from_single_file(str(path), config=str(config),
-                                              local_files_only=True)
+        try:
+            cn = ControlNetModel.from_single_file(str(path), config=str(config),
+                                                  local_files_only=True)
+        except (NotImplementedError, ValueError, KeyError, RuntimeError) as exc:
+            raise InputError("control_net_name", f"a ControlNet matching {config.name}",
+                             path.name, hint=f"it could not be converted: {exc}") from None
     missing = [k for k, v in cn.state_dict().items() if v.is_meta]
     if missing:
         raise InputError("control_net_name", "a ControlNet with all its weights", path.name,

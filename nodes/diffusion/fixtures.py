@@ -251,8 +251,9 @@ def build_controlnet(root: str | Path, model_folder: Path, name: str = "tiny-con
                      seed: int = 3) -> dict[str, Path]:
     """A tiny ControlNet for a tiny model: its encoder copied from the model's UNet, the
     zero convolutions given random weights (zeros would make it do nothing), saved as a
-    diffusers folder (controlnet/NAME/) and a single original-layout file
-    (controlnet/NAME.safetensors + NAME.config/)."""
+    diffusers folder (controlnet/NAME/) and a single file (controlnet/NAME.safetensors +
+    NAME.config/): in the original layout for SD 1.x, in diffusers' own key names for SDXL,
+    as those are released."""
     import torch
     from diffusers import ControlNetModel, UNet2DConditionModel
     from safetensors.torch import save_file
@@ -272,7 +273,9 @@ def build_controlnet(root: str | Path, model_folder: Path, name: str = "tiny-con
         shutil.rmtree(folder / name)
     cn.save_pretrained(folder / name, safe_serialization=True)
     single = folder / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in controlnet_to_ldm(cn.state_dict(),
-                                                               dict(cn.config)).items()}, single)
+    state = cn.state_dict()
+    if cn.config.addition_embed_type is None:
+        state = controlnet_to_ldm(state, dict(cn.config))
+    save_file({k: v.contiguous() for k, v in state.items()}, single)
     write_config_folder(folder / name, folder / f"{name}.config")
     return {"diffusers": folder / name, "single_file": single}
