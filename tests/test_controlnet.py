@@ -176,3 +176,13 @@ def test_sdxl_controlnet_matches_diffusers_pipeline(tiny_models, model_executor,
     sd15 = graph(control_png, [("tiny-controlnet-xl", 0.7, 0.0, 1.0, False)])
     f = model_executor.run(sd15).failures["s"]
     assert "ControlNets for sd15 models" in f.message
+
+
+def test_control_image_is_resized_to_the_generation_size(model_executor, tmp_path):
+    small = tmp_path / "small.png"
+    arr = np.zeros((24, 40, 3), np.uint8)
+    arr[8:16, 8:32] = 255
+    Image.fromarray(arr).save(small)
+    r = model_executor.run(graph(small, [("tiny-controlnet", 1.0, 0.0, 1.0, False)]))
+    assert r.ok, r.failures
+    assert r["out"]["ui"]["images"].shape == (1, 3, 64, 64)
