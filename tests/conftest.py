@@ -47,7 +47,13 @@ def events():
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Tiny random-weight SD models in a model folder (diffusers + single file)."""
-    from nodes.diffusion.fixtures import build_controlnet, build_lora, build_sd15, build_sdxl
+    from nodes.diffusion.fixtures import (
+        build_controlnet,
+        build_lora,
+        build_sd15,
+        build_sdxl,
+        build_upscalers,
+    )
 
     root = tmp_path_factory.mktemp("models")
     sd15 = build_sd15(root, "tiny-sd15", seed=0)
@@ -57,6 +63,7 @@ def tiny_models(tmp_path_factory):
     build_controlnet(root, sd15["diffusers"], "tiny-controlnet", seed=3)
     build_controlnet(root, sd15["diffusers"], "tiny-controlnet-b", seed=4)
     build_sd15(root, "tiny-sd15-inpaint", seed=5, in_channels=9)
+    build_upscalers(root)
     return root
 
 

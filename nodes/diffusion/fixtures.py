@@ -279,3 +279,27 @@ def build_controlnet(root: str | Path, model_folder: Path, name: str = "tiny-con
     save_file({k: v.contiguous() for k, v in state.items()}, single)
     write_config_folder(folder / name, folder / f"{name}.config")
     return {"diffusers": folder / name, "single_file": single}
+
+
+def build_upscalers(root: str | Path, seed: int = 7) -> dict[str, Path]:
+    """Tiny random-weight upscalers in upscale_models/, as users have them: an ESRGAN
+    (RRDB) x2 as .safetensors, an ESRGAN x4 as a pickled .pth state dict, and a SwinIR x2."""
+    import torch
+    from safetensors.torch import save_file
+    from spandrel.architectures.ESRGAN import ESRGAN
+    from spandrel.architectures.SwinIR import SwinIR
+
+    folder = Path(root) / "upscale_models"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    x2 = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=2)
+    x4 = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4)
+    swin = SwinIR(img_size=16, embed_dim=12, depths=[1, 1], num_heads=[2, 2], window_size=4,
+                  upscale=2, upsampler="pixelshuffle", mlp_ratio=2.0)
+    paths = {"esrgan_x2": folder / "tiny-esrgan-x2.safetensors",
+             "esrgan_x4": folder / "tiny-esrgan-x4.pth",
+             "swinir_x2": folder / "tiny-swinir-x2.safetensors"}
+    save_file({k: v.contiguous() for k, v in x2.state_dict().items()}, paths["esrgan_x2"])
+    torch.save(x4.state_dict(), paths["esrgan_x4"])
+    save_file({k: v.contiguous() for k, v in swin.state_dict().items()}, paths["swinir_x2"])
+    return paths
