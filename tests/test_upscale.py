@@ -28,8 +28,8 @@ def upscale(ex, model, image, **params):
     g = Graph(reg)
     g.add("_given", "img")
     m = g.add("load_upscale_model", "m", upscale_model_name=model)
-    g.add("upscale_with_model", "up", upscale_model=m["upscale_model"], image=OutRef("img", "image"),
-          **params)
+    g.add("upscale_with_model", "up", upscale_model=m["upscale_model"],
+          image=OutRef("img", "image"), **params)
     r = ex.run(g, ["up", "m"])
     return r
 
