@@ -158,9 +158,13 @@ class ControlState:
                 return False
         return True
 
-    def residuals(self, x, t, emb, added, step: int, total: int):
+    def residuals(self, x, t, emb, added, step: int, total: int, box=None):
+        """Summed residuals; `box` (y0, y1, x0, x1 in latent units) crops the control
+        images to the tile being denoised."""
         down = mid = None
         for h, cn, img in self.items:
+            if box is not None:
+                img = img[..., box[0] * 8: box[1] * 8, box[2] * 8: box[3] * 8]
             if step / total < h.start or (step + 1) / total > h.end:
                 continue
             if img.shape[0] != x.shape[0]:  # one call for both halves of a guided batch
@@ -176,21 +180,22 @@ class ControlState:
         return down, mid
 
 
-def guided_residuals(neg: ControlState, pos: ControlState, x, t, emb, added, step, total):
+def guided_residuals(neg: ControlState, pos: ControlState, x, t, emb, added, step, total,
+                     box=None):
     """Residuals for a [negative, positive] batch: each half gets its own hints, and a half
     without any gets zeros."""
     import torch
 
     if neg.same_as(pos):
-        return pos.residuals(x, t, emb, added, step, total)
+        return pos.residuals(x, t, emb, added, step, total, box)
     xn, xp = x.chunk(2)
     en, ep = emb.chunk(2)
     an = ap = None
     if added is not None:
         an = {k: v.chunk(2)[0] for k, v in added.items()}
         ap = {k: v.chunk(2)[1] for k, v in added.items()}
-    dn, mn = neg.residuals(xn, t, en, an, step, total) if neg else (None, None)
-    dp, mp = pos.residuals(xp, t, ep, ap, step, total) if pos else (None, None)
+    dn, mn = neg.residuals(xn, t, en, an, step, total, box) if neg else (None, None)
+    dp, mp = pos.residuals(xp, t, ep, ap, step, total, box) if pos else (None, None)
     if dn is None and dp is None:
         return None, None
     if dn is None:

@@ -74,7 +74,11 @@ def preview_image(latents: Any, family: str) -> Any:
 
 
 def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int, cfg: float,
-           sampler: str, scheduler: str, denoise: float) -> Latent:
+           sampler: str, scheduler: str, denoise: float,
+           tile: tuple[int, int, int] | None = None) -> Latent:
+    """The denoising loop. `tile` = (height, width, overlap) in latent units denoises
+    overlapping tiles at every step and blends their predictions (MultiDiffusion), so any
+    size runs in the memory of one tile."""
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -146,6 +150,7 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
     if "eta" in step_params:
         step_kwargs["eta"] = 0.0
 
+    regions = tile_regions(samples.shape[-2:], tile, device, dtype)
     total = len(timesteps)
     for i, t in enumerate(timesteps):
         ctx.check_cancelled()
@@ -153,18 +158,34 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
         x = sched.scale_model_input(x, t)
         unet_x = torch.cat([x, extra_in], dim=1) if extra_in is not None else x
 
-        def call(x=x, t=t, i=i, unet_x=unet_x):
+        def call(x, unet_x, box=None, t=t, i=i):
             down = mid = None
             if ctrl_pos or ctrl_neg:
                 if guided:
-                    down, mid = guided_residuals(ctrl_neg, ctrl_pos, x, t, emb, added, i, total)
+                    down, mid = guided_residuals(ctrl_neg, ctrl_pos, x, t, emb, added, i, total,
+                                                 box)
                 else:
-                    down, mid = ctrl_pos.residuals(x, t, emb, added, i, total)
+                    down, mid = ctrl_pos.residuals(x, t, emb, added, i, total, box)
             return unet(unet_x, t, encoder_hidden_states=emb, added_cond_kwargs=added,
                         down_block_additional_residuals=down,
                         mid_block_additional_residual=mid, return_dict=False)[0]
 
-        pred = manager.retry_on_oom(call, "the sampler", module=unet)
+        if len(regions) == 1:
+            pred = manager.retry_on_oom(lambda x=x, u=unet_x: call(x, u), "the sampler",
+                                        module=unet)
+        else:
+            pred = torch.zeros_like(x)
+            weight = torch.zeros(1, 1, *x.shape[-2:], device=device, dtype=dtype)
+            for box, w in regions:
+                ctx.check_cancelled()
+                y0, y1, x0, x1 = box
+                part = manager.retry_on_oom(
+                    lambda b=box, x=x, u=unet_x: call(x[..., b[0]:b[1], b[2]:b[3]],
+                                                      u[..., b[0]:b[1], b[2]:b[3]], b),
+                    "the sampler", module=unet)
+                pred[..., y0:y1, x0:x1] += part * w
+                weight[..., y0:y1, x0:x1] += w
+            pred = pred / weight
         if guided:
             uncond, cond = pred.chunk(2)
             pred = uncond + cfg * (cond - uncond)
@@ -177,6 +198,24 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
         ctx.progress(i + 1, total, preview=lambda lat=latents: preview_image(lat, model.family))
     return Latent(samples=latents.float().cpu(), noise_mask=latent.noise_mask,
                   batch_index=latent.batch_index)
+
+
+def tile_regions(size, tile, device, dtype) -> list[tuple[tuple[int, int, int, int], Any]]:
+    """(y0, y1, x0, x1) boxes and their blending weights; one box when a tile covers all."""
+    from ..upscale import ramp, tile_starts
+
+    h, w = size
+    if tile is None or (tile[0] >= h and tile[1] >= w):
+        return [((0, h, 0, w), None)]
+    th, tw, overlap = min(tile[0], h), min(tile[1], w), tile[2]
+    out = []
+    for y in tile_starts(h, th, overlap):
+        for x in tile_starts(w, tw, overlap):
+            wy = ramp(th, overlap, y == 0, y + th >= h)
+            wx = ramp(tw, overlap, x == 0, x + tw >= w)
+            out.append(((y, y + th, x, x + tw),
+                        (wy[:, None] * wx[None, :]).to(device, dtype)[None, None]))
+    return out
 
 
 def latent_mask(mask: Any, shape: tuple[int, ...], batch: int) -> Any:
@@ -276,4 +315,28 @@ class Sampler(Node):
                                  sampler, scheduler, denoise)}
 
 
-NODES = (EmptyLatent, Sampler)
+class TiledSampler(Node):
+    type = "tiled_sampler"
+    title = "Tiled Sampler"
+    category = "sampling"
+    description = ("The Sampler for any size: overlapping tiles are denoised at every step and "
+                   "blended, so a large image runs in the memory of one tile and shows no "
+                   "seams. ControlNets (tile ones above all) are cropped to each tile.")
+    inputs = Sampler.inputs + (
+        Int("tile_width", 768, min=64, max=4096, step=8),
+        Int("tile_height", 768, min=64, max=4096, step=8),
+        Int("tile_overlap", 128, min=0, max=1024, step=8))
+    outputs = (Output("latent", T.latent),)
+
+    def run(self, ctx, model, positive, negative, latent, seed=0, steps=20, cfg=7.0,
+            sampler="euler", scheduler="normal", denoise=1.0, tile_width=768, tile_height=768,
+            tile_overlap=128):
+        if tile_overlap >= min(tile_width, tile_height):
+            raise InputError("tile_overlap", "less than the tile's width and height",
+                             tile_overlap)
+        tile = (tile_height // 8, tile_width // 8, tile_overlap // 8)
+        return {"latent": sample(ctx, model, positive, negative, latent, seed, steps, cfg,
+                                 sampler, scheduler, denoise, tile)}
+
+
+NODES = (EmptyLatent, Sampler, TiledSampler)
