@@ -170,3 +170,34 @@ def test_tiled_sampler_crops_control_images_to_tiles(model_executor, tmp_path):
     r = model_executor.run(g, ["s"])
     assert r.ok, r.failures
     assert (r["s"]["latent"].samples - plain).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("name,size", [("upscale_model", (1024, 640)), ("hires_fix", (96, 96)),
+                                       ("tiled_refine_4x", (512, 320))])
+def test_upscale_example_workflows_run_with_tiny_models(model_executor, tmp_path, name, size):
+    from pathlib import Path
+
+    from PIL import Image
+
+    from engine import load
+
+    g = load(Path(__file__).resolve().parent.parent / "resources" / "workflows" / f"{name}.json")
+    if "model" in g.nodes:
+        g.set_param("model", "upscale_model_name", "tiny-esrgan-x4.pth")
+    if "ckpt" in g.nodes:
+        g.set_param("ckpt", "ckpt_name", "tiny-sd15.safetensors")
+        for sampler in ("sampler", "refine"):
+            if sampler in g.nodes:
+                g.set_param(sampler, "steps", 2)
+    if name == "hires_fix":
+        g.set_param("latent", "width", 64)
+        g.set_param("latent", "height", 64)
+    if name == "tiled_refine_4x":  # smaller for CI: 2x, refined in 256 px tiles
+        g.set_param("up", "factor", 2.0)
+        g.set_param("refine", "tile_width", 256)
+        g.set_param("refine", "tile_height", 256)
+        g.set_param("refine", "tile_overlap", 64)
+    r = model_executor.run(g, output_dir=tmp_path)
+    assert r.ok, r.failures
+    [png] = r.files
+    assert Image.open(png).size == size
