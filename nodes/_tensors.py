@@ -82,6 +82,12 @@ def check_mask(value: Any, name: str) -> Any:
     return value
 
 
+def same_size(image: Any, other: Any, name: str) -> None:
+    """Refuse an input whose size differs from the image's, naming both sizes."""
+    if tuple(other.shape[-2:]) != tuple(image.shape[-2:]):
+        raise InputError(name, f"the image's size ({size_of(image)})", size_of(other))
+
+
 def size_of(t: Any) -> str:
     return f"{t.shape[-1]}x{t.shape[-2]}"
 

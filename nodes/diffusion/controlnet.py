@@ -217,9 +217,9 @@ class InpaintControlImage(Node):
     def run(self, ctx, image, mask):
         import torch
 
-        if tuple(mask.shape[-2:]) != tuple(image.shape[-2:]):
-            raise InputError("mask", f"the image's size ({image.shape[-1]}x{image.shape[-2]})",
-                             f"{mask.shape[-1]}x{mask.shape[-2]}")
+        from .._tensors import same_size
+
+        same_size(image, mask, "mask")
         return {"image": torch.where(mask > 0.5, torch.tensor(-1.0), image[:, :3])}
 
 

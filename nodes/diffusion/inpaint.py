@@ -10,8 +10,6 @@ from engine.spec import In, Int, Node, Output
 from engine.types import T
 from engine.values import Latent
 
-from .models import components
-
 
 class SetLatentNoiseMask(Node):
     type = "set_latent_noise_mask"
@@ -41,13 +39,11 @@ class VAEEncodeForInpaint(Node):
     outputs = (Output("latent", T.latent),)
 
     def run(self, ctx, vae, image, mask, grow_mask_by=6):
-        import torch
-
+        from .._tensors import same_size
         from ..mask import grow
+        from .vae import encode
 
-        if tuple(mask.shape[-2:]) != tuple(image.shape[-2:]):
-            raise InputError("mask", f"the image's size ({image.shape[-1]}x{image.shape[-2]})",
-                             f"{mask.shape[-1]}x{mask.shape[-2]}")
+        same_size(image, mask, "mask")
         h, w = image.shape[-2:]
         if h % 8 or w % 8:
             raise InputError("image", "a width and height that are multiples of 8",
@@ -56,16 +52,7 @@ class VAEEncodeForInpaint(Node):
             mask = grow(mask, grow_mask_by, ctx.check_cancelled)
         keep = (mask < 0.5).to(image.dtype)
         blank = image[:, :3] * keep + 0.5 * (1 - keep)  # mid grey where it will be painted
-        comps = components(ctx, vae)
-        model = comps.vae
-        device = ctx.models.device.torch_device()
-        out = []
-        for i in range(blank.shape[0]):
-            ctx.check_cancelled()
-            x = (blank[i: i + 1] * 2 - 1).to(device, model.dtype)
-            dist = model.encode(x, return_dict=False)[0]
-            out.append((dist.mean * model.config.scaling_factor).float().cpu())
-        return {"latent": Latent(torch.cat(out), noise_mask=mask)}
+        return {"latent": Latent(encode(ctx, vae, blank), noise_mask=mask)}
 
 
 NODES = (SetLatentNoiseMask, VAEEncodeForInpaint)

@@ -114,8 +114,6 @@ class LoadCheckpoint(Node):
     def run(self, ctx, ckpt_name):
         path = _find_checkpoint(ctx, ckpt_name)
         comps_key = _key("ckpt", path, ctx.models.device.dtype)
-        from .loading import load_components  # noqa: F401 - fail early if diffusers is missing
-
         ref = ModelRef("MODEL", "", str(path), comps_key)
         comps = components(ctx, ref)  # load now: errors belong to this node
         fam = comps.family

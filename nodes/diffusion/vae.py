@@ -73,29 +73,35 @@ class VAEEncode(Node):
     outputs = (Output("latent", T.latent),)
 
     def run(self, ctx, vae, image, tiled=False):
-        import torch
-
-        comps = components(ctx, vae)
-        model = comps.vae
-        device = ctx.models.device.torch_device()
         h, w = image.shape[-2:]
         h8, w8 = h - h % 8, w - w % 8
         if (h8, w8) != (h, w):
             y, x = (h - h8) // 2, (w - w8) // 2
             image = image[..., y: y + h8, x: x + w8]
             ctx.log.info("cropped %dx%d to %dx%d for the VAE", w, h, w8, h8)
-        shift = getattr(model.config, "shift_factor", None) or 0.0
-        out = []
-        for i in range(image.shape[0]):
-            ctx.check_cancelled()
-            x = (image[i: i + 1, :3] * 2 - 1).to(device, model.dtype)
-            if _should_tile(ctx, h8 * w8, tiled):
-                dist = model.tiled_encode(x, return_dict=False)[0]
-            else:
-                dist = ctx.models.retry_on_oom(lambda x=x: model.encode(x, return_dict=False)[0],
-                                               "VAE Encode")
-            out.append(((dist.mean - shift) * model.config.scaling_factor).float().cpu())
-        return {"latent": Latent(torch.cat(out))}
+        return {"latent": Latent(encode(ctx, vae, image, tiled))}
+
+
+def encode(ctx, vae, image, tiled: bool = False):
+    """Images (sides multiples of 8) -> scaled latents: the distribution's mean, one image
+    at a time, tiled when large."""
+    import torch
+
+    model = components(ctx, vae).vae
+    device = ctx.models.device.torch_device()
+    shift = getattr(model.config, "shift_factor", None) or 0.0
+    pixels = image.shape[-1] * image.shape[-2]
+    out = []
+    for i in range(image.shape[0]):
+        ctx.check_cancelled()
+        x = (image[i: i + 1, :3] * 2 - 1).to(device, model.dtype)
+        if _should_tile(ctx, pixels, tiled):
+            dist = model.tiled_encode(x, return_dict=False)[0]
+        else:
+            dist = ctx.models.retry_on_oom(lambda x=x: model.encode(x, return_dict=False)[0],
+                                           "VAE Encode")
+        out.append(((dist.mean - shift) * model.config.scaling_factor).float().cpu())
+    return torch.cat(out)
 
 
 NODES = (VAEDecode, VAEEncode)
