@@ -167,7 +167,11 @@ def upscale_tiled(ctx, desc: Any, image: Any, tile: int, overlap: int) -> Any:
                 weight[..., y * s:(y + th) * s, x * s:(x + tw) * s] += wt
                 n += 1
                 ctx.progress(n, total)
-        out_all.append((out / weight).clamp_(0, 1))
+        result = (out / weight).clamp_(0, 1)
+        if image.shape[1] == 4:  # an alpha channel: resampled beside the model's colours
+            alpha = resize(image[b: b + 1, 3:4].float(), w * s, h * s, "bicubic")
+            result = torch.cat([result, alpha], dim=1)
+        out_all.append(result)
     return torch.cat(out_all)
 
 
@@ -176,7 +180,8 @@ class UpscaleWithModel(Node):
     title = "Upscale Image with Model"
     category = "image/upscale"
     description = ("Upscale with a model, in overlapping blended tiles so memory stays bounded "
-                   "at any size. tile_size 0 picks one from free memory.")
+                   "at any size. tile_size 0 picks one from free memory. An alpha channel is "
+                   "resampled (bicubic) beside the colours.")
     inputs = (In("upscale_model", T.upscale_model), In("image", T.image),
               Int("tile_size", 0, min=0, max=8192, step=32),
               Int("overlap", 32, min=0, max=512))

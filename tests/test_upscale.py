@@ -57,12 +57,44 @@ def test_odd_sizes_thin_images_and_batches(model_executor, shape):
         assert r["up"]["image"].shape == (shape[0], 3, shape[2] * 2, shape[3] * 2)
 
 
-def test_progress_per_tile_and_cancellation(model_executor, events):
+def test_progress_per_tile_and_cancellation(model_executor, events, monkeypatch):
     events.attach(model_executor)
     r = upscale(model_executor, "tiny-esrgan-x2.safetensors", torch.rand(1, 3, 64, 64),
                 tile_size=32, overlap=8)
     steps = [e for e in events.named("progress") if e.node == "up"]
     assert r.ok and steps[-1].step == steps[-1].total == 9  # 3 x 3 tiles
+
+    from engine import CancelToken
+    from nodes import upscale as up
+
+    token, tiles = CancelToken(), []
+    real = up.run_model
+
+    def counting(desc, x):
+        tiles.append(1)
+        if len(tiles) == 2:
+            token.cancel()  # Stop pressed while the second tile runs
+        return real(desc, x)
+
+    monkeypatch.setattr(up, "run_model", counting)
+    original = model_executor.run
+
+    def run_with_token(g, targets=None, **kw):
+        return original(g, targets, cancel=token, **kw)
+
+    monkeypatch.setattr(model_executor, "run", run_with_token)
+    r = upscale(model_executor, "tiny-esrgan-x2.safetensors", torch.rand(1, 3, 64, 64),
+                tile_size=32, overlap=8)
+    assert r.status == "cancelled" and len(tiles) == 2
+
+
+def test_alpha_channel_is_kept(model_executor):
+    rgba = torch.rand(1, 4, 12, 10)
+    r = upscale(model_executor, "tiny-esrgan-x2.safetensors", rgba)
+    out = r["up"]["image"]
+    assert out.shape == (1, 4, 24, 20)
+    nearest = rgba[:, 3].repeat_interleave(2, -1).repeat_interleave(2, -2)
+    assert (out[:, 3] - nearest).abs().mean() < 0.1
 
 
 def test_unsupported_and_non_upscaler_files_fail_clearly(tiny_models, model_executor):
