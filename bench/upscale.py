@@ -51,7 +51,7 @@ def one_size(model: str, side: int, tile: int) -> dict:
     out = upscale_tiled(ctx, desc, image, tile, 32)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    buffers = out.numel() * 4 * 4 // 3  # output and its blending weights
+    buffers = image.numel() * 4 + out.numel() * 4 * 4 // 3  # input, output, blend weights
     return {"side": side, "seconds": seconds, "peak_mb": (peak - base) / 2**20,
             "buffers_mb": buffers / 2**20}
 
@@ -76,7 +76,7 @@ def main(max_side: int = 4096) -> None:
               f"{'beyond buffers MB':>18}")
         for r in rows:
             mp = r["side"] ** 2 / 1e6
-            print(f"{r['side']:>5}x{r['side']:<4} {r['seconds']:>8.2f} {mp / r['seconds']:>6.2f} "
+            print(f"{r['side']:>5}x{r['side']:<4} {r['seconds']:>8.1f} {mp / r['seconds']:>6.2f} "
                   f"{r['peak_mb']:>8.0f} {r['buffers_mb']:>11.0f} "
                   f"{r['peak_mb'] - r['buffers_mb']:>18.0f}")
 

@@ -167,12 +167,13 @@ def upscale_tiled(ctx, desc: Any, image: Any, tile: int, overlap: int) -> Any:
                 weight[..., y * s:(y + th) * s, x * s:(x + tw) * s] += wt
                 n += 1
                 ctx.progress(n, total)
-        result = (out / weight).clamp_(0, 1)
+        result = out.div_(weight).clamp_(0, 1)  # in place: no second full-size copy
+        del weight
         if image.shape[1] == 4:  # an alpha channel: resampled beside the model's colours
             alpha = resize(image[b: b + 1, 3:4].float(), w * s, h * s, "bicubic")
             result = torch.cat([result, alpha], dim=1)
         out_all.append(result)
-    return torch.cat(out_all)
+    return out_all[0] if len(out_all) == 1 else torch.cat(out_all)
 
 
 class UpscaleWithModel(Node):
