@@ -399,3 +399,33 @@ def test_example_workflows_run_with_tiny_models(model_executor, tmp_path, name):
     size = Image.open(png).size
     assert size == ((768, 320) if name == "outpaint" else (512, 320) if name != "txt2img"
                     else (512, 512))
+
+
+def test_sdxl_img2img_matches_diffusers_pipeline(tiny_models, model_executor):
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    from nodes.diffusion.loading import quiet
+
+    g = Graph()
+    ck = g.add("load_checkpoint", "ck", ckpt_name="tiny-sdxl")
+    pos = g.add("text_encode", "pos", clip=ck["clip"], text=PROMPT)
+    neg = g.add("text_encode", "neg", clip=ck["clip"], text="")
+    src = g.add("solid_mask", "m", value=0.3, width=64, height=64)
+    img = g.add("mask_to_image", "img", mask=src["mask"])
+    enc = g.add("vae_encode", "enc", vae=ck["vae"], image=img["image"])
+    s = g.add("sampler", "s", model=ck["model"], positive=pos["conditioning"],
+              negative=neg["conditioning"], latent=enc["latent"], seed=3, steps=10, cfg=5.0,
+              sampler="euler_ancestral", denoise=0.5)
+    d = g.add("vae_decode", "d", vae=ck["vae"], latent=s["latent"])
+    g.add("preview_image", "out", images=d["image"])
+    r = model_executor.run(g, ["out", "enc"])
+    assert r.ok, r.failures
+    quiet()
+    pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(
+        tiny_models / "diffusers" / "tiny-sdxl", local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    use_sampler(pipe, "euler_ancestral", "normal")
+    ref = pipe(PROMPT, image=r["enc"]["latent"].samples, negative_prompt="", strength=0.5,
+               num_inference_steps=10, guidance_scale=5.0, output_type="pt",
+               generator=[generator_for(3, 0)]).images
+    assert (r["out"]["ui"]["images"] - ref).abs().max().item() < 1e-4
