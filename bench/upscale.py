@@ -11,6 +11,7 @@ Run: python3 tools/dev.py bench upscale.py [max_side]
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -56,6 +57,61 @@ def one_size(model: str, side: int, tile: int) -> dict:
             "buffers_mb": buffers / 2**20}
 
 
+def sampler_size(root: str, side: int, tiled: bool) -> dict:
+    """Run in a child process: one img2img-sized sampling pass (3 steps) at side x side
+    with the tiny SD model, plain or in 512-px tiles; report peak memory beyond the
+    state after a small warm-up run (models loaded)."""
+    import torch
+
+    from engine import Executor, Graph
+    from engine.modelpaths import ModelFolders
+    from engine.runtime.models import ModelManager
+
+    torch.set_grad_enabled(False)
+    ex = Executor(models=ModelManager(paths=ModelFolders([root], use_env=False,
+                                                         use_config=False)))
+
+    def graph(size: int, tile: bool) -> Graph:
+        g = Graph()
+        ck = g.add("load_checkpoint", "ck", ckpt_name="tiny-sd15")
+        pos = g.add("text_encode", "pos", clip=ck["clip"], text="a red circle")
+        neg = g.add("text_encode", "neg", clip=ck["clip"], text="")
+        lat = g.add("empty_latent", "lat", width=size, height=size)
+        params = dict(model=ck["model"], positive=pos["conditioning"],
+                      negative=neg["conditioning"], latent=lat["latent"], steps=3, cfg=6.0)
+        if tile:
+            g.add("tiled_sampler", "s", tile_width=512, tile_height=512, tile_overlap=64,
+                  **params)
+        else:
+            g.add("sampler", "s", **params)
+        return g
+
+    import threading
+
+    ex.run(graph(64, tiled), ["s"])
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:  # the current resident size, not the high-water mark
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    base, peak, done = rss(), [0], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    t0 = time.perf_counter()
+    ex.run(graph(side, tiled), ["s"])
+    seconds = time.perf_counter() - t0
+    done.set()
+    watcher.join()
+    return {"side": side, "seconds": seconds, "peak_mb": (max(peak[0], rss()) - base) / 2**20}
+
+
 def main(max_side: int = 4096) -> None:
     import torch
 
@@ -99,9 +155,30 @@ def main(max_side: int = 4096) -> None:
         print(f"\n512x512, one tile: Loom / spandrel direct = {lm / dm:.3f} "
               f"({lm * 1e3:.0f} / {dm * 1e3:.0f} ms, {0.262 / lm:.2f} MP/s), target <= 1.05")
 
+        from nodes.diffusion.fixtures import build_sd15
+
+        build_sd15(tmp, "tiny-sd15")
+        print("\nsampling memory (tiny SD model, 3 steps): peak resident MB above the state "
+              "before the run")
+        print(f"{'size':>10} {'plain':>12} {'tiled 512 px':>14}")
+        for side in (512, 1024, 2048):
+            cells = []
+            for tiled in (False, True):
+                if not tiled and side > 1024:  # whole-image attention grows as pixels squared
+                    cells.append("-")
+                    continue
+                r = subprocess.run([sys.executable, __file__, "--sampler", tmp, str(side),
+                                    str(int(tiled))], capture_output=True, text=True, cwd=ROOT,
+                                   check=True)
+                res = json.loads(r.stdout.strip().splitlines()[-1])
+                cells.append(f"{res['peak_mb']:.0f} ({res['seconds']:.1f} s)")
+            print(f"{side:>5}x{side:<4} {cells[0]:>12} {cells[1]:>14}")
+
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         print(json.dumps(one_size(sys.argv[2], int(sys.argv[3]), 256)))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--sampler":
+        print(json.dumps(sampler_size(sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1")))
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 4096)
