@@ -82,6 +82,11 @@ def check_mask(value: Any, name: str) -> Any:
     return value
 
 
+def luminance(image: Any) -> Any:
+    """Rec. 709 luma of an RGB batch, as [B, 1, H, W]."""
+    return 0.2126 * image[:, 0:1] + 0.7152 * image[:, 1:2] + 0.0722 * image[:, 2:3]
+
+
 def same_size(image: Any, other: Any, name: str) -> None:
     """Refuse an input whose size differs from the image's, naming both sizes."""
     if tuple(other.shape[-2:]) != tuple(image.shape[-2:]):

@@ -7,7 +7,7 @@ import math
 from engine.spec import Choice, Float, In, Int, Node, Output, String
 from engine.types import T
 
-from ._tensors import check_image, check_mask, parse_color
+from ._tensors import check_image, check_mask, luminance, parse_color
 
 MAX_SIDE = 16384
 
@@ -42,8 +42,7 @@ class ImageToMask(Node):
     def run(self, ctx, image, channel="luminance"):
         check_image(image, "image")
         if channel == "luminance":
-            r, g, b = image[:, 0:1], image[:, 1:2], image[:, 2:3]
-            return {"mask": 0.2126 * r + 0.7152 * g + 0.0722 * b}
+            return {"mask": luminance(image)}
         i = ("red", "green", "blue").index(channel)
         return {"mask": image[:, i: i + 1].clone()}
 

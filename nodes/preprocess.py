@@ -9,11 +9,7 @@ from engine.errors import InputError
 from engine.spec import Bool, Float, In, Int, Node, Output
 from engine.types import T
 
-from ._tensors import check_image
-
-
-def luminance(image):
-    return 0.2126 * image[:, 0:1] + 0.7152 * image[:, 1:2] + 0.0722 * image[:, 2:3]
+from ._tensors import check_image, luminance
 
 
 def gradient_magnitude(image, blur: float):

@@ -14,7 +14,7 @@ from engine.spec import Choice, Float, In, Int, Node, Output, String
 from engine.types import T
 from engine.values import Latent
 
-from ._tensors import check_image
+from ._tensors import check_image, luminance
 from .image import RESIZE_METHODS, resize
 
 LATENT_METHODS = ("nearest", "bilinear", "bicubic", "area")
@@ -54,11 +54,10 @@ class LoadUpscaleModel(Node):
     outputs = (Output("upscale_model", T.upscale_model),)
 
     def run(self, ctx, upscale_model_name):
-        from .diffusion.models import find
+        from .diffusion.models import find, model_key
 
         path = find(ctx, "upscale_models", upscale_model_name, "upscale_model_name")
-        ref = ModelRef("UPSCALE_MODEL", "", str(path),
-                       f"upscale:{path}:{os.stat(path).st_mtime_ns}")
+        ref = ModelRef("UPSCALE_MODEL", "", str(path), model_key("upscale", path))
         desc = upscaler(ctx, ref)
         return {"upscale_model": ModelRef("UPSCALE_MODEL", desc.architecture.name, str(path),
                                           ref.key, extra=(("scale", desc.scale),))}
@@ -126,7 +125,7 @@ def run_model(desc: Any, x: Any) -> Any:
         x = F.pad(x, (0, tw - w, 0, th - h), mode=mode)
     channels = desc.input_channels
     if channels == 1:
-        x = (0.2126 * x[:, 0:1] + 0.7152 * x[:, 1:2] + 0.0722 * x[:, 2:3])
+        x = luminance(x)
     elif channels == 4:
         import torch
 

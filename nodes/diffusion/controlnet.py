@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,8 @@ from engine.spec import Bool, Float, In, Node, Output, String
 from engine.types import T
 from engine.values import ControlHint
 
-from .loading import CONFIGS, header_shapes, quiet
-from .models import find
+from .loading import CONFIGS, header_shapes, quiet, require_weights
+from .models import find, model_key
 
 FAMILY_BY_CONTEXT = {768: "sd15", 1024: "sd2", 2048: "sdxl"}
 
@@ -51,10 +50,7 @@ def load_controlnet(path: Path, dtype: Any) -> Any:
         except (NotImplementedError, ValueError, KeyError, RuntimeError) as exc:
             raise InputError("control_net_name", f"a ControlNet matching {config.name}",
                              path.name, hint=f"it could not be converted: {exc}") from None
-    missing = [k for k, v in cn.state_dict().items() if v.is_meta]
-    if missing:
-        raise InputError("control_net_name", "a ControlNet with all its weights", path.name,
-                         hint=f"{len(missing)} missing, e.g. {missing[0]}")
+    require_weights(cn, "control_net_name", "a ControlNet with all its weights", path.name)
     return cn.requires_grad_(False).eval().to(dtype)
 
 
@@ -72,9 +68,8 @@ class LoadControlNet(Node):
         if family is None:
             raise InputError("control_net_name", "a ControlNet (with cross-attention layers)",
                              path.name)
-        stamp = os.stat(path).st_mtime_ns
         ref = ModelRef("CONTROL_NET", family, str(path),
-                       f"controlnet:{path}:{stamp}:{ctx.models.device.dtype}")
+                       model_key("controlnet", path, ctx.models.device.dtype))
         controlnet(ctx, ref)  # load now: a broken file fails this node
         return {"control_net": ref}
 

@@ -130,6 +130,15 @@ def config_folder_for(path: Path, family: str) -> Path:
     return shipped
 
 
+def require_weights(module: Any, input_name: str, what: str, filename: str) -> None:
+    """diffusers loads leniently and leaves parameters it found no weights for on the meta
+    device; for Loom a part without weights is an error that names it."""
+    missing = [k for k, v in module.state_dict().items() if v.is_meta]
+    if missing:
+        raise InputError(input_name, what, filename,
+                         hint=f"{len(missing)} weights missing, e.g. {missing[0]}")
+
+
 def _dtype(torch_dtype: Any) -> dict[str, Any]:
     """diffusers renamed torch_dtype to dtype; pass whichever this version takes."""
     try:
@@ -177,10 +186,7 @@ def load_components(path: Path, torch_dtype: Any = None) -> Components:
         m = getattr(pipe, name, None)
         if m is None:
             continue
-        missing = [k for k, v in m.state_dict().items() if v.is_meta]
-        if missing:  # diffusers loads leniently; a part left without weights is an error
-            raise InputError("ckpt_name", f"a checkpoint with every {name} weight", path.name,
-                             hint=f"{len(missing)} missing, e.g. {missing[0]}")
+        require_weights(m, "ckpt_name", f"a checkpoint with every {name} weight", path.name)
         m.requires_grad_(False)
         m.eval()
     return Components(family, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,

@@ -107,8 +107,9 @@ def read_lora(ctx, path: Path) -> dict[str, dict[str, Any]]:
                              "weights)", path.name)
         return parts
 
-    stamp = os.stat(path).st_mtime_ns
-    return ctx.models.get(f"lora:{path}:{stamp}", load)
+    from .models import model_key
+
+    return ctx.models.get(model_key("lora", path), load)
 
 
 def patched(ctx, ref: Any, base: Any) -> Any:

@@ -23,12 +23,14 @@ def find(ctx, kind: str, name: str, input_name: str) -> Path:
                          hint=str(exc)) from None
 
 
-def _key(prefix: str, path: Path, dtype: str) -> str:
+def model_key(prefix: str, path: Path, *extra: str) -> str:
+    """The model manager's key for a file: kind, path and modification time (a changed
+    file loads anew), plus whatever else changes what is loaded (the dtype)."""
     try:
         stamp = os.stat(path).st_mtime_ns
     except OSError:
         stamp = 0
-    return f"{prefix}:{path}:{stamp}:{dtype}"
+    return ":".join([prefix, str(path), str(stamp), *extra])
 
 
 def components(ctx, ref: ModelRef) -> Any:
@@ -113,7 +115,7 @@ class LoadCheckpoint(Node):
 
     def run(self, ctx, ckpt_name):
         path = _find_checkpoint(ctx, ckpt_name)
-        comps_key = _key("ckpt", path, ctx.models.device.dtype)
+        comps_key = model_key("ckpt", path, ctx.models.device.dtype)
         ref = ModelRef("MODEL", "", str(path), comps_key)
         comps = components(ctx, ref)  # load now: errors belong to this node
         fam = comps.family
@@ -163,7 +165,8 @@ class LoadVAE(Node):
 
     def run(self, ctx, vae_name, family="sd15"):
         path = find(ctx, "vae", vae_name, "vae_name")
-        ref = ModelRef("VAE", family, str(path), _key("vae", path, ctx.models.device.vae_dtype))
+        key = model_key("vae", path, ctx.models.device.vae_dtype)
+        ref = ModelRef("VAE", family, str(path), key)
         components(ctx, ref)  # load now: a bad file fails this node
         return {"vae": ref}
 
