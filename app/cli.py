@@ -16,18 +16,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_OK
+        return cmd_edit(argparse.Namespace(workflow=None))
     try:
         return args.func(args)
     except BrokenPipeError:
         return EXIT_OK
 
 
+def cmd_edit(args) -> int:
+    from app.editor import main as editor
+
+    return editor(args.workflow)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="loom", description="Loom: node graphs for diffusion "
-                                "image work. Runs workflows headless; `loom edit` (coming) "
-                                "opens the editor.")
+                                "image work. With no command, opens the editor; `loom run` runs a "
+                                "workflow headless.")
     sub = p.add_subparsers(metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a workflow headless")
@@ -49,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--channels-last", action="store_true", help="UNet in channels-last format")
     r.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     r.set_defaults(func=cmd_run)
+
+    ed = sub.add_parser("edit", help="open a workflow in the editor (the default command)")
+    ed.add_argument("workflow", nargs="?", help="a workflow .json, or a PNG that Loom saved")
+    ed.set_defaults(func=cmd_edit)
 
     v = sub.add_parser("validate", help="list every problem of a workflow")
     v.add_argument("workflow")

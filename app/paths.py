@@ -16,3 +16,13 @@ def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("loom", appauthor=False))
+
+
+def data_dir() -> Path:
+    """Per-user state of the editor (recovery file). LOOM_DATA_DIR overrides it (tests)."""
+    env = os.environ.get("LOOM_DATA_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("loom", appauthor=False))

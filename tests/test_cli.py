@@ -186,9 +186,10 @@ def test_cache_command_reports_and_clears(work):
     assert "0 entries" in loom("cache", "--cache-dir", work["cache"], "--clear").stdout
 
 
-def test_no_command_prints_help():
-    r = loom()
+def test_help_lists_the_commands():
+    r = loom("--help")
     assert r.returncode == 0 and "run" in r.stdout and "validate" in r.stdout
+    assert "edit" in r.stdout
 
 
 def test_console_script_is_installed():

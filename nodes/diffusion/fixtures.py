@@ -82,10 +82,8 @@ def build_sd15(root: str | Path, name: str = "tiny-sd15", seed: int = 0,
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from .ldm import clip_to_ldm, unet_to_ldm, vae_to_ldm
 
     root = Path(root)
     folder = root / "diffusers" / name
@@ -109,16 +107,28 @@ def build_sd15(root: str | Path, name: str = "tiny-sd15", seed: int = 0,
     pipe.save_pretrained(folder, safe_serialization=True)
     shutil.rmtree(tok_dir)
 
-    ckpt_dir = root / "checkpoints"
+    single = write_single_file(folder, root / "checkpoints", name, unet, vae, text)
+    return {"diffusers": folder, "single_file": single, "root": root}
+
+
+def write_single_file(folder: Path, ckpt_dir: Path, name: str, unet, vae, text,
+                      dtype: Any = None) -> Path:
+    """An SD 1.x-layout checkpoint `ckpt_dir/NAME.safetensors` of these modules, with the
+    diffusers folder's configs beside it in `NAME.config/`."""
+    from safetensors.torch import save_file
+
+    from .ldm import clip_to_ldm, unet_to_ldm, vae_to_ldm
+
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     state = {}
     state.update(unet_to_ldm(unet.state_dict(), dict(unet.config)))
     state.update(vae_to_ldm(vae.state_dict(), dict(vae.config)))
     state.update(clip_to_ldm(text.state_dict()))
     single = ckpt_dir / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, single)
+    save_file({k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
+               .contiguous() for k, v in state.items()}, single)
     write_config_folder(folder, ckpt_dir / f"{name}.config")
-    return {"diffusers": folder, "single_file": single, "root": root}
+    return single
 
 
 def write_config_folder(model_folder: Path, target: Path) -> None:

@@ -1,0 +1,75 @@
+"""Write the trained demo models into resources/models/ in the formats users' models come
+in: loom-shapes as a diffusers folder and as a single-file checkpoint (original layout, with
+a NAME.config/ folder), loom-shapes-edges as a single-file ControlNet, loom-shapes-x2 as a
+safetensors upscaler. Weights are stored in float16 (Loom loads them in the device's dtype).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from training.common import RUNS, SCHEDULER
+
+MODELS = Path(__file__).resolve().parents[1] / "resources" / "models"
+
+
+def half(state: dict) -> dict:
+
+    return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+
+
+def main(target: Path = MODELS) -> None:
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from nodes.diffusion.fixtures import write_config_folder, write_single_file
+    from nodes.diffusion.ldm import controlnet_to_ldm
+
+    unet = UNet2DConditionModel.from_pretrained(RUNS / "unet" / "unet")
+    text = CLIPTextModel.from_pretrained(RUNS / "unet" / "text_encoder")
+    vae = AutoencoderKL.from_pretrained(RUNS / "vae" / "vae")
+    tokenizer = CLIPTokenizer.from_pretrained(RUNS / "unet" / "tokenizer")
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                                   scheduler=EulerDiscreteScheduler(**SCHEDULER),
+                                   safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    folder = target / "diffusers" / "loom-shapes"
+    if folder.exists():
+        shutil.rmtree(folder)
+    pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    pipe.to(torch.float32)
+
+    write_single_file(folder, target / "checkpoints", "loom-shapes", unet, vae, text,
+                      torch.float16)
+
+    cn = ControlNetModel.from_pretrained(RUNS / "controlnet" / "model")
+    cdir = target / "controlnet"
+    cdir.mkdir(parents=True, exist_ok=True)
+    save_file(half(controlnet_to_ldm(cn.state_dict(), dict(cn.config))),
+              cdir / "loom-shapes-edges.safetensors")
+    tmp = cdir / ".tmp"
+    cn.save_pretrained(tmp, safe_serialization=True)
+    write_config_folder(tmp, cdir / "loom-shapes-edges.config")
+    shutil.rmtree(tmp)
+
+    udir = target / "upscale_models"
+    udir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(RUNS / "upscaler" / "loom-shapes-x2.safetensors",
+                 udir / "loom-shapes-x2.safetensors")
+    sizes = {str(p.relative_to(target)): p.stat().st_size for p in target.rglob("*")
+             if p.is_file()}
+    print(json.dumps({"total_MB": round(sum(sizes.values()) / 1e6, 2)}))
+
+
+if __name__ == "__main__":
+    main()
