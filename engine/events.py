@@ -62,6 +62,12 @@ class NodeFinished(Event):
     cached: bool = False
     seconds: float = 0.0
     ui: Any = None  # what an output node reports (files written, previews)
+    outputs: Any = None  # the node's output values (for the editor's thumbnails); never in JSON
+
+    def to_json(self) -> dict[str, Any]:
+        d = super().to_json()
+        d.pop("outputs", None)
+        return d
 
 
 @dataclass

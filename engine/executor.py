@@ -219,7 +219,8 @@ class Executor:
         for nid in plan.cached:
             ui = local[nid].get("ui") if nid in local else None
             self.events.emit(NodeFinished(run_id, nid, graph.nodes[nid].type, True, 0.0,
-                                          V.to_json_safe(ui) if ui is not None else None))
+                                          V.to_json_safe(ui) if ui is not None else None,
+                                          local.get(nid)))
         for _attempt in range(3):
             try:
                 self._execute(graph, plan, result, local, cancel)
@@ -337,7 +338,7 @@ class Executor:
                 self.cache.put(plan.signatures[nid], outs, node.type)
             ui = outs.get("ui")
             self.events.emit(NodeFinished(result.run_id, nid, node.type, False, seconds,
-                                          V.to_json_safe(ui) if ui is not None else None))
+                                          V.to_json_safe(ui) if ui is not None else None, outs))
             for l in plan.sources[nid].values():  # free values nobody else in this run needs
                 remaining[l.src] -= 1
                 if remaining[l.src] <= 0 and l.src not in plan.targets:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QPoint, QPointF, QSettings, Qt, QTimer
+from PySide6.QtCore import QPoint, QPointF, QRectF, QSettings, Qt, QTimer
 from PySide6.QtWidgets import QMessageBox
 
 from engine import workflow as wf
@@ -244,6 +244,8 @@ def test_save_reopen_and_unknown_nodes_survive(qtbot, make_window, tmp_path):
 
 
 def test_run_updates_nodes_gallery_markers_and_keeps_the_ui_responsive(qtbot, window):
+    import torch  # noqa: F401  the editor imports it at start-up (warm_up); its C init holds the GIL
+
     win = window
     win.open_path(EXAMPLE, ask=False)
     ticks = []
@@ -425,3 +427,33 @@ def test_qt_bindings_do_not_leak_references_to_none(qapp):
     for _ in range(2000):
         QCoreApplication.processEvents()
     assert sys.getrefcount(None) >= before - 50
+
+
+def test_reroute_dots_add_move_remove_and_save(qtbot, window, tmp_path):
+    win = window
+    win.open_path(EXAMPLE, ask=False)
+    win.view.resetTransform()
+    wire = win.scene.wires[("fit", "image")]  # Dusk gradient -> Fit gradient
+    mid = wire.path().pointAtPercent(0.5)
+    win.view.centerOn(mid)
+    qtbot.wait(10)
+    qtbot.mouseDClick(win.view.viewport(), Qt.MouseButton.LeftButton, pos=vp(win, mid))
+    (pt,) = win.doc.graph.links[("fit", "image")].extra["reroutes"]
+    assert abs(pt[0] - mid.x()) < 2 and abs(pt[1] - mid.y()) < 2
+    (dot,) = win.scene.dots[("fit", "image")]
+    # drag the dot down: the wire follows and the link records the new place
+    drag(qtbot, win, vp(win, dot.pos()), vp(win, dot.pos() + QPointF(0, 80)))
+    (moved,) = win.doc.graph.links[("fit", "image")].extra["reroutes"]
+    assert moved[1] > pt[1] + 60
+    assert win.scene.wires[("fit", "image")].path().intersects(
+        QRectF(moved[0] - 2, moved[1] - 2, 4, 4))
+    out = tmp_path / "rerouted.json"
+    assert win._write(out)
+    saved = json.loads(out.read_text())
+    (link,) = [l for l in saved["links"] if l["to"] == ["fit", "image"]]
+    assert link["reroutes"] == [moved]
+    (dot,) = win.scene.dots[("fit", "image")]
+    qtbot.mouseDClick(win.view.viewport(), Qt.MouseButton.LeftButton, pos=vp(win, dot.pos()))
+    assert "reroutes" not in win.doc.graph.links[("fit", "image")].extra
+    win.doc.undo.undo()
+    assert win.doc.graph.links[("fit", "image")].extra["reroutes"] == [moved]

@@ -16,10 +16,10 @@ RUNS = ROOT / "runs"
 MAX_TOKENS = 16
 
 VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-           block_out_channels=(16, 32, 64, 64), norm_num_groups=16, sample_size=64,
+           block_out_channels=(16, 32, 64, 64), norm_num_groups=4, sample_size=64,
            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 UNET = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-            block_out_channels=(64, 96, 96), norm_num_groups=32,
+            block_out_channels=(64, 96, 96), norm_num_groups=16,
             down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
             cross_attention_dim=64, attention_head_dim=8)

@@ -306,3 +306,30 @@ class SetGroups(QUndoCommand):
     def undo(self) -> None:
         self.doc.graph.groups = copy.deepcopy(self.old)
         self.doc.groups_changed.emit()
+
+
+class SetReroutes(QUndoCommand):
+    """The reroute dots of one wire: points its curve passes through, kept in the link's
+    `reroutes` field of the file."""
+
+    def __init__(self, doc: Document, key: tuple[str, str], points: list[list[float]],
+                 text: str = "Reroute wire"):
+        super().__init__(text)
+        self.doc, self.key = doc, key
+        self.old = copy.deepcopy(doc.graph.links[key].extra.get("reroutes"))
+        self.new = [list(map(float, p)) for p in points]
+
+    def _apply(self, points) -> None:
+        link = self.doc.graph.links[self.key]
+        if points:
+            link.extra["reroutes"] = copy.deepcopy(points)
+        else:
+            link.extra.pop("reroutes", None)
+        self.doc.graph.revision += 1
+        self.doc.link_added.emit(link)
+
+    def redo(self) -> None:
+        self._apply(self.new)
+
+    def undo(self) -> None:
+        self._apply(self.old)

@@ -19,13 +19,27 @@ from PySide6.QtGui import QImage
 from engine import CancelToken, Graph
 
 
-def to_qimages(images: Any, limit: int = 8) -> list[QImage]:
-    """IMAGE tensors (B, 3, H, W) in [0, 1] -> QImages (copied, safe to send across threads)."""
+THUMB_SIZE = 192
+
+
+def _is_image(v: Any) -> bool:
+    return hasattr(v, "shape") and len(v.shape) == 4 and v.shape[1] in (3, 4)
+
+
+def to_qimages(images: Any, limit: int = 8, size: int | None = None) -> list[QImage]:
+    """IMAGE tensors (B, 3, H, W) in [0, 1] -> QImages (copied, safe to send across threads);
+    `size` shrinks them first (thumbnails)."""
     if images is None or not hasattr(images, "shape") or len(images.shape) != 4:
         return []
     out = []
     for i in range(min(images.shape[0], limit)):
-        arr = (images[i, :3].detach().float().clamp(0, 1) * 255).round().byte()
+        img = images[i: i + 1, :3].detach().float()
+        if size is not None and max(img.shape[-2:]) > size:
+            import torch.nn.functional as F
+
+            s = size / max(img.shape[-2:])
+            img = F.interpolate(img, scale_factor=s, mode="area")
+        arr = (img[0].clamp(0, 1) * 255).round().byte()
         arr = arr.permute(1, 2, 0).contiguous().cpu().numpy()
         h, w = arr.shape[:2]
         out.append(QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy())
@@ -75,10 +89,16 @@ class _Worker:
                                              == 3 else ev.preview, 1) or [None])[0] \
                 if ev.preview is not None else None
         elif name == "node_finished":
-            ui = ev.ui or {}
+            ui = ev.ui if isinstance(ev.ui, dict) else {}
+            outs = ev.outputs if isinstance(ev.outputs, dict) else {}
+            shown = (outs.get("ui") or {}).get("images") if isinstance(outs.get("ui"), dict) \
+                else None
             payload.update(cached=ev.cached, seconds=ev.seconds,
-                           images=to_qimages(ui.get("images")) if isinstance(ui, dict) else [],
-                           files=list(ui.get("files") or []) if isinstance(ui, dict) else [])
+                           images=to_qimages(shown), files=list(ui.get("files") or []))
+            if not payload["images"]:  # any node that makes an image shows it, small
+                first = next((v for k, v in outs.items() if k != "ui" and _is_image(v)), None)
+                payload["thumbnail"] = to_qimages(first, 1, THUMB_SIZE) if first is not None \
+                    else []
         elif name == "node_failed":
             payload["message"] = str(ev.error) if ev.error else "failed"
         elif name == "run_finished":

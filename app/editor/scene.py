@@ -91,6 +91,8 @@ class NodeItem(QGraphicsItem):
                 v = node.params.get(p.name, default)
                 self.values[p.name] = "" if v is None or v is REQUIRED else short_value(v)
         self.mode = node.mode
+        self._far_colour = theme.PLACEHOLDER if self.placeholder else \
+            theme.category_colour(self.category)
         rows = len(self.outputs) + len(self.inputs) + (1 if self.placeholder else 0)
         h = theme.TITLE_H + rows * theme.ROW_H + 6
         self.body_h = h
@@ -148,6 +150,13 @@ class NodeItem(QGraphicsItem):
     # ---- drawing ---------------------------------------------------------------------------
     def paint(self, p: QPainter, option: QStyleOptionGraphicsItem, widget=None) -> None:
         lod = option.levelOfDetailFromTransform(p.worldTransform())
+        if lod < 0.18:  # far out: a coloured block per node, as little Python as possible
+            p.fillRect(self.rect, self._far_colour)
+            if self.isSelected() or self.state in ("running", "failed"):
+                p.setPen(QPen(theme.SELECTED if self.isSelected() else
+                              theme.RUNNING if self.state == "running" else theme.FAILED, 0))
+                p.drawRect(self.rect)
+            return
         r = self.rect
         p.setOpacity(0.45 if self.mode == "muted" else 1.0)
         body = theme.PLACEHOLDER if self.placeholder else theme.NODE_BODY
@@ -244,14 +253,48 @@ class WireItem(QGraphicsPathItem):
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
 
     def set_ends(self, a: QPointF, b: QPointF) -> None:
-        self.setPath(wire_path(a, b))
+        self.setPath(wire_path(a, b, self.points()))
+
+    def points(self) -> list[QPointF]:
+        return [QPointF(x, y) for x, y in self.link.extra.get("reroutes") or []]
 
 
-def wire_path(a: QPointF, b: QPointF) -> QPainterPath:
+def wire_path(a: QPointF, b: QPointF, via: list[QPointF] = ()) -> QPainterPath:
+    """A smooth wire from an output to an input, through any reroute dots."""
     path = QPainterPath(a)
-    dx = max(abs(b.x() - a.x()) * 0.5, 40.0)
-    path.cubicTo(QPointF(a.x() + dx, a.y()), QPointF(b.x() - dx, b.y()), b)
+    stops = [a, *via, b]
+    for p, q in zip(stops, stops[1:]):
+        dx = max(abs(q.x() - p.x()) * 0.5, 40.0)
+        path.cubicTo(QPointF(p.x() + dx, p.y()), QPointF(q.x() - dx, q.y()), q)
     return path
+
+
+class RerouteDot(QGraphicsItem):
+    """A draggable dot a wire passes through. Double-click removes it."""
+
+    R = 6.0
+
+    def __init__(self, key: tuple[str, str], index: int, pos: QPointF, colour: QColor):
+        super().__init__()
+        self.key, self.index, self.colour = key, index, colour
+        self.setPos(pos)
+        self.setZValue(1)
+        self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable
+                      | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
+                      | QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(-self.R - 2, -self.R - 2, 2 * self.R + 4, 2 * self.R + 4)
+
+    def paint(self, p: QPainter, option, widget=None) -> None:
+        p.setPen(QPen(theme.SELECTED if self.isSelected() else theme.NODE_BORDER, 1.5))
+        p.setBrush(self.colour)
+        p.drawEllipse(QPointF(0, 0), self.R, self.R)
+
+    def itemChange(self, change, value):
+        if change == QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged and self.scene():
+            self.scene().reroute_moved(self)
+        return super().itemChange(change, value)
 
 
 class FrameItem(QGraphicsItem):
@@ -310,6 +353,7 @@ class GraphScene(QGraphicsScene):
         self.wires: dict[tuple[str, str], WireItem] = {}
         self.frames: list[FrameItem] = []
         self._sources: set[tuple[str, str]] = set()  # (node, output) with a wire
+        self.dots: dict[tuple[str, str], list[RerouteDot]] = {}
         self.setBackgroundBrush(QBrush(theme.BACKGROUND))
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.BspTreeIndex)
         doc.node_added.connect(self._add_node)
@@ -323,9 +367,10 @@ class GraphScene(QGraphicsScene):
         self.rebuild()
 
     def rebuild(self) -> None:
-        for item in list(self.nodes.values()) + list(self.wires.values()) + self.frames:
+        dots = [d for ds in self.dots.values() for d in ds]
+        for item in list(self.nodes.values()) + list(self.wires.values()) + self.frames + dots:
             self.removeItem(item)
-        self.nodes, self.wires, self.frames = {}, {}, []
+        self.nodes, self.wires, self.frames, self.dots = {}, {}, [], {}
         self._sources = set()
         for node in self.doc.graph:
             self._add_node(node.id)
@@ -381,6 +426,7 @@ class GraphScene(QGraphicsScene):
             if item is not None and item.placeholder:
                 item.refresh()
         self._place_wire(wire)
+        self._place_dots(wire)
         for nid in (link.src, link.dst):
             if nid in self.nodes:
                 self.nodes[nid].update()
@@ -389,6 +435,8 @@ class GraphScene(QGraphicsScene):
         wire = self.wires.pop((link.dst, link.dst_input), None)
         if wire is not None:
             self.removeItem(wire)
+        for dot in self.dots.pop((link.dst, link.dst_input), []):
+            self.removeItem(dot)
         self._sources = {(l.src, l.src_output) for l in self.doc.graph.links.values()}
         for nid in (link.src, link.dst):
             if nid in self.nodes:
@@ -400,6 +448,28 @@ class GraphScene(QGraphicsScene):
             return
         wire.set_ends(a.port_scene_pos(wire.link.src_output, True),
                       b.port_scene_pos(wire.link.dst_input, False))
+
+    def _place_dots(self, wire: WireItem) -> None:
+        key = (wire.link.dst, wire.link.dst_input)
+        for dot in self.dots.pop(key, []):
+            self.removeItem(dot)
+        dots = [RerouteDot(key, i, p, wire.pen().color()) for i, p in enumerate(wire.points())]
+        for d in dots:
+            self.addItem(d)
+        if dots:
+            self.dots[key] = dots
+
+    def reroute_moved(self, dot: RerouteDot) -> None:
+        """While a dot is dragged, its wire follows (the link is written on release)."""
+        wire = self.wires.get(dot.key)
+        if wire is None:
+            return
+        pts = [[d.pos().x(), d.pos().y()] for d in self.dots.get(dot.key, [])]
+        a, b = self.nodes.get(wire.link.src), self.nodes.get(wire.link.dst)
+        if a is not None and b is not None:
+            wire.setPath(wire_path(a.port_scene_pos(wire.link.src_output, True),
+                                   b.port_scene_pos(wire.link.dst_input, False),
+                                   [QPointF(x, y) for x, y in pts]))
 
     def node_geometry_changed(self, node_id: str) -> None:
         for wire in self.wires.values():

@@ -13,8 +13,8 @@ from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsView
 from engine.types import can_connect
 
 from . import theme
-from .document import Connect, Move, RemoveItems
-from .scene import FrameItem, GraphScene, NodeItem, Port, WireItem, wire_path
+from .document import Connect, Move, RemoveItems, SetReroutes
+from .scene import FrameItem, GraphScene, NodeItem, Port, RerouteDot, WireItem, wire_path
 
 
 def compatible(a: Port, b: Port) -> bool:
@@ -64,6 +64,11 @@ class GraphView(QGraphicsView):
         z = self.zoom()
         factor = max(self.MIN_ZOOM / z, min(self.MAX_ZOOM / z, factor))
         self.scale(factor, factor)
+        self._quality()
+
+    def _quality(self) -> None:
+        """Antialiasing only where it shows: zoomed far out it doubles the frame time."""
+        self.setRenderHint(QPainter.RenderHint.Antialiasing, self.zoom() >= 0.35)
 
     def wheelEvent(self, event) -> None:
         delta = event.angleDelta().y() or event.pixelDelta().y()
@@ -89,6 +94,7 @@ class GraphView(QGraphicsView):
         if self.zoom() > 1.0:
             self.resetTransform()
             self.centerOn(rect.center())
+        self._quality()
 
     def drawBackground(self, painter: QPainter, rect: QRectF) -> None:
         painter.fillRect(rect, theme.BACKGROUND)
@@ -212,13 +218,58 @@ class GraphView(QGraphicsView):
         if self._press_positions:
             self._commit_moves(self._press_positions, "Move")
             self._press_positions = {}
+        self._commit_dots()
+
+    def _commit_dots(self) -> None:
+        """Dots dragged with the mouse: write their new places into their links."""
+        for key, dots in list(self.graph_scene.dots.items()):
+            link = self.doc.graph.links.get(key)
+            if link is None:
+                continue
+            now = [[d.pos().x(), d.pos().y()] for d in dots]
+            if now != (link.extra.get("reroutes") or []):
+                self.doc.push(SetReroutes(self.doc, key, now, "Move reroute"))
 
     def mouseDoubleClickEvent(self, event) -> None:
         pos = self.mapToScene(event.position().toPoint())
         if self.node_at(pos) is None:
+            dot = self.dot_at(pos)
+            if dot is not None:  # double-click a reroute dot: remove it
+                pts = [[d.pos().x(), d.pos().y()] for d in self.graph_scene.dots[dot.key]
+                       if d is not dot]
+                self.doc.push(SetReroutes(self.doc, dot.key, pts, "Remove reroute"))
+                return
+            wire = self.wire_at(pos)
+            if wire is not None:  # double-click a wire: add a reroute dot there
+                self.add_reroute(wire, pos)
+                return
             self.search_requested.emit(pos, None)
             return
         super().mouseDoubleClickEvent(event)
+
+    def dot_at(self, pos: QPointF) -> RerouteDot | None:
+        return next((i for i in self.scene().items(pos) if isinstance(i, RerouteDot)), None)
+
+    def wire_at(self, pos: QPointF, slack: float = 6.0) -> WireItem | None:
+        box = QRectF(pos.x() - slack, pos.y() - slack, 2 * slack, 2 * slack)
+        for item in self.scene().items(box):
+            if isinstance(item, WireItem):
+                path = item.path()
+                for i in range(41):
+                    if (path.pointAtPercent(i / 40) - pos).manhattanLength() < 3 * slack:
+                        return item
+        return None
+
+    def add_reroute(self, wire: WireItem, pos: QPointF) -> None:
+        pts = wire.points()
+        a = self.graph_scene.nodes[wire.link.src].port_scene_pos(wire.link.src_output, True)
+        # insert it between the stops it lies between, by distance along x
+        stops = [a, *pts]
+        index = sum(1 for s in stops[1:] if s.x() < pos.x())
+        new = [[p.x(), p.y()] for p in pts]
+        new.insert(index, [pos.x(), pos.y()])
+        self.doc.push(SetReroutes(self.doc, (wire.link.dst, wire.link.dst_input), new,
+                                  "Add reroute"))
 
     def _commit_moves(self, before: dict[str, tuple[float, float]], text: str) -> None:
         moves = {}

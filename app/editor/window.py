@@ -662,6 +662,8 @@ class MainWindow(QMainWindow):
                 from PySide6.QtGui import QImage
 
                 images = [QImage(f) for f in files[:8]]
+            if not images and p.get("thumbnail"):
+                item.set_thumbnail(QPixmap.fromImage(p["thumbnail"][0]))
             if images:
                 item.set_thumbnail(QPixmap.fromImage(images[0]))
                 if not p["cached"]:
