@@ -82,9 +82,8 @@ def main() -> None:
         wf_path = d / "big.json"
         big_workflow(wf_path)
         app = QApplication.instance() or QApplication([])
-        from engine import default_registry
-
         from app.editor.window import MainWindow
+        from engine import default_registry
 
         win = MainWindow(default_registry(), QSettings(str(d / "s.ini"),
                                                        QSettings.Format.IniFormat))

@@ -296,6 +296,9 @@ def test_stop_cancels_a_sampling_run_within_a_step(qtbot, make_window, tiny_mode
                              else None)
     win.run()
     qtbot.waitUntil(lambda: len(steps) > 2, timeout=60_000)
+    # live previews from the sampler land on its node while it runs
+    qtbot.waitUntil(lambda: win.scene.nodes["s"].thumbnail is not None, timeout=10_000)
+    assert win.scene.nodes["s"].state == "running"
     with qtbot.waitSignal(win.runner.finished, timeout=30_000) as blocker:
         t = time.perf_counter()
         win.stop()
@@ -457,3 +460,25 @@ def test_reroute_dots_add_move_remove_and_save(qtbot, window, tmp_path):
     assert "reroutes" not in win.doc.graph.links[("fit", "image")].extra
     win.doc.undo.undo()
     assert win.doc.graph.links[("fit", "image")].extra["reroutes"] == [moved]
+
+
+def test_settings_and_layout_are_remembered(qtbot, make_window, tmp_path, monkeypatch):
+    from app.editor.settings import SettingsDialog
+
+    win = make_window()
+    dlg = SettingsDialog(win.settings, win)
+    dlg.folders.addItem(str(tmp_path / "models"))
+    dlg.device.setCurrentText("cpu")
+    dlg.cache.setValue(2.5)
+    dlg.accept()
+    assert win.settings.value("device") == "cpu"
+    assert any(str(r) == str(tmp_path / "models") for r in win.model_folders().roots)
+    win.docks["library"].hide()
+    win.close()
+    again = type(win)(win.registry, settings=win.settings, output_dir=tmp_path / "o")
+    qtbot.addWidget(again)
+    again.show()
+    qtbot.waitExposed(again)
+    assert not again.docks["library"].isVisible()
+    assert again.docks["inspector"].isVisible()
+    again.runner.shutdown()

@@ -2,9 +2,11 @@
 """Set up Loom's virtual environment (once, and again when pyproject.toml changes) and run
 a job in it. Needs nothing but Python 3.11+.
 
-    python3 tools/dev.py demo      # the bundled example workflow, headless -> output/
+    python3 tools/dev.py demo      # the bundled text-to-image workflow, headless -> output/
     python3 tools/dev.py test      # the whole test suite
+    python3 tools/dev.py edit      # the editor
     python3 tools/dev.py loom ...  # any loom command
+    python3 tools/dev.py bench X   # bench/X
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def main(argv: list[str]) -> int:
     elif job == "demo":
         cmd = [str(BIN / "loom"), "run", str(ROOT / "resources/workflows/example.json"),
                "--out", str(ROOT / "output"), *rest]
+    elif job == "edit":
+        cmd = [str(BIN / "loom"), "edit", *rest]
     elif job == "loom":
         cmd = [str(BIN / "loom"), *rest]
     elif job == "bench":

@@ -18,7 +18,6 @@ from PySide6.QtGui import QImage
 
 from engine import CancelToken, Graph
 
-
 THUMB_SIZE = 192
 
 
