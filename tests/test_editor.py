@@ -482,3 +482,79 @@ def test_settings_and_layout_are_remembered(qtbot, make_window, tmp_path, monkey
     assert not again.docks["library"].isVisible()
     assert again.docks["inspector"].isVisible()
     again.runner.shutdown()
+
+
+def test_seed_control_after_each_run(qtbot, window):
+    from test_diffusion import txt2img
+
+    win = window
+    win.doc.replace(txt2img(seed=41), None)
+    win.select_node("s")
+    assert isinstance(win.inspector.fields["control_after_run"].currentText(), str)
+    win.inspector.fields["control_after_run"].setCurrentText("increment")
+    win.apply_seed_control()
+    assert win.doc.graph.node("s").params["seed"] == 42
+    win.inspector.fields["control_after_run"].setCurrentText("randomize")
+    seeds = set()
+    for _ in range(3):
+        win.apply_seed_control()
+        seeds.add(win.doc.graph.node("s").params["seed"])
+    assert len(seeds) == 3
+    win.inspector.fields["control_after_run"].setCurrentText("fixed")
+    before = win.doc.graph.node("s").params["seed"]
+    win.apply_seed_control()
+    assert win.doc.graph.node("s").params["seed"] == before
+
+
+def test_frames_move_their_nodes_and_occupied_inputs_get_replaced(qtbot, window):
+    win = window
+    win.open_path(EXAMPLE, ask=False)
+    win.view.resetTransform()
+    frame = win.scene.frames[0]
+    members = win.scene.frame_members(frame)
+    before = {n: win.doc.graph.node(n).pos for n in members}
+    title = frame.title_rect().center()
+    win.view.centerOn(title)
+    qtbot.wait(10)
+    drag(qtbot, win, vp(win, title), vp(win, title + QPointF(120, 60)))
+    for n in members:
+        x0, y0 = before[n]
+        x1, y1 = win.doc.graph.node(n).pos
+        assert abs(x1 - x0 - 120) < 2 and abs(y1 - y0 - 60) < 2
+    win.doc.undo.undo()
+    assert {n: win.doc.graph.node(n).pos for n in members} == before
+    # a wire dropped on an input that already has one replaces it (one undo step)
+    win.view.centerOn(win.scene.nodes["dusk"])
+    qtbot.wait(10)
+    assert win.doc.graph.links[("dusk", "image_b")].src == "fit"
+    drag(qtbot, win, port_point(win, "upscale", "image", True),
+         port_point(win, "dusk", "image_b", False))
+    assert win.doc.graph.links[("dusk", "image_b")].src == "upscale"
+    win.doc.undo.undo()
+    assert win.doc.graph.links[("dusk", "image_b")].src == "fit"
+
+
+def test_gallery_viewer_zooms_and_compares(qtbot, window):
+    from PySide6.QtGui import QColor, QImage
+
+    win = window
+    a = QImage(64, 48, QImage.Format.Format_RGB888)
+    a.fill(QColor("red"))
+    b = QImage(64, 48, QImage.Format.Format_RGB888)
+    b.fill(QColor("blue"))
+    win.gallery.add(a, None, "first")
+    win.gallery.add(b, "/tmp/x.png", "second")
+    assert win.gallery.count() == 2
+    win.gallery.item(0).setSelected(True)
+    win.gallery.item(1).setSelected(True)
+    win.gallery._open(win.gallery.item(0))
+    viewer = win.viewer
+    assert viewer.isVisible() and viewer.split.isVisible()
+    shown = viewer.item.pixmap().toImage()
+    assert shown.pixelColor(5, 5) == QColor("blue") and shown.pixelColor(60, 40) == QColor("red")
+    viewer.split.setValue(1000)
+    assert viewer.item.pixmap().toImage().pixelColor(60, 40) == QColor("blue")
+    z = viewer.view.transform().m11()
+    viewer.view.scale(2, 2)
+    assert viewer.view.transform().m11() == pytest.approx(2 * z)
+    viewer.close()

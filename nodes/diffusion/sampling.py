@@ -8,7 +8,7 @@ from typing import Any
 
 from engine.errors import InputError
 from engine.runtime import generator_for
-from engine.spec import Choice, Float, In, Int, Node, Output, Seed
+from engine.spec import Choice, Float, In, Int, Node, Output, Seed, SeedControl
 from engine.types import T
 from engine.values import Latent
 
@@ -302,7 +302,7 @@ class Sampler(Node):
                    "input latent (image to image).")
     inputs = (In("model", T.model), In("positive", T.conditioning),
               In("negative", T.conditioning), In("latent", T.latent),
-              Seed("seed", 0), Int("steps", 20, min=1, max=1000),
+              Seed("seed", 0), SeedControl(), Int("steps", 20, min=1, max=1000),
               Float("cfg", 7.0, min=0.0, max=100.0, step=0.1),
               Choice("sampler", tuple(SAMPLERS), "euler"),
               Choice("scheduler", tuple(SCHEDULES), "normal"),
@@ -310,7 +310,7 @@ class Sampler(Node):
     outputs = (Output("latent", T.latent),)
 
     def run(self, ctx, model, positive, negative, latent, seed=0, steps=20, cfg=7.0,
-            sampler="euler", scheduler="normal", denoise=1.0):
+            sampler="euler", scheduler="normal", denoise=1.0, control_after_run="fixed"):
         return {"latent": sample(ctx, model, positive, negative, latent, seed, steps, cfg,
                                  sampler, scheduler, denoise)}
 
@@ -330,7 +330,7 @@ class TiledSampler(Node):
 
     def run(self, ctx, model, positive, negative, latent, seed=0, steps=20, cfg=7.0,
             sampler="euler", scheduler="normal", denoise=1.0, tile_width=768, tile_height=768,
-            tile_overlap=128):
+            tile_overlap=128, control_after_run="fixed"):
         if tile_overlap >= min(tile_width, tile_height):
             raise InputError("tile_overlap", "less than the tile's width and height",
                              tile_overlap)
