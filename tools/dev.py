@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
         env.setdefault("QT_QPA_PLATFORM", "offscreen")
         cmd = [str(PY), "-m", "pytest", *rest]
     elif job == "demo":
-        cmd = [str(BIN / "loom"), "run", str(ROOT / "resources/workflows/example.json"),
+        cmd = [str(BIN / "loom"), "run", str(ROOT / "resources/workflows/shapes_txt2img.json"),
                "--out", str(ROOT / "output"), *rest]
     elif job == "edit":
         cmd = [str(BIN / "loom"), "edit", *rest]

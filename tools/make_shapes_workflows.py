@@ -87,14 +87,18 @@ def main() -> None:
     # Inpainting through the noise mask: repaint one shape in another colour
     scene = shapes.scene_of("red", "square", "left", "white")
     Image.fromarray(shapes.render(scene)).save(IMAGES / "shapes_red_square.png")
-    mask = (shapes.shape_mask(scene) > 0.5).astype("uint8") * 255
+    import cv2
+    import numpy as np
+
+    inside = (shapes.shape_mask(scene) > 0.5).astype(np.uint8)
+    mask = (cv2.dilate(inside, np.ones((13, 13), np.uint8)) > 0).astype(np.uint8) * 255
     Image.fromarray(mask).save(IMAGES / "shapes_red_square_mask.png")
     g = Graph(reg)
     ck, pos, neg = base(g, "a green square on the left, white background")
     src = g.add("load_image", "photo", title="Picture", path="../images/shapes_red_square.png",
                 pos=(0, 300))
     m = g.add("load_image_mask", "mask", title="Where to repaint",
-              path="../images/shapes_red_square_mask.png", pos=(0, 480))
+              path="../images/shapes_red_square_mask.png", channel="luminance", pos=(0, 480))
     enc = g.add("vae_encode", "encode", title="Encode", vae=ck["vae"], image=src["image"],
                 pos=(320, 320))
     nm = g.add("set_latent_noise_mask", "noise_mask", title="Only inside the mask",

@@ -20,6 +20,8 @@ CKPT = "loom-shapes"  # the diffusers folder; "loom-shapes.safetensors" is the s
 STEPS = 20
 CFG = 5.0
 SAMPLER = "euler"
+INPAINT_DENOISE = 1.0
+INPAINT_GROW = 6  # pixels around the shape that the mask covers too
 
 
 def executor(models: Path | None = None):
@@ -96,19 +98,20 @@ def controlnet_iou(ex, n: int, seed: int, folder: Path) -> list[float]:
     return out
 
 
-def inpaint_graph(source: str, mask: str, prompt: str, seed: int):
+def inpaint_graph(source: str, mask: str, prompt: str, seed: int, denoise: float = 1.0):
     from engine import Graph
 
     g = Graph()
     ck = g.add("load_checkpoint", "ck", ckpt_name=CKPT)
     img = g.add("load_image", "src", path=source)
-    m = g.add("load_image_mask", "mask", path=mask)
+    m = g.add("load_image_mask", "mask", path=mask, channel="luminance")
     pos = g.add("text_encode", "pos", clip=ck["clip"], text=prompt)["conditioning"]
     neg = g.add("text_encode", "neg", clip=ck["clip"], text="")["conditioning"]
     enc = g.add("vae_encode", "enc", vae=ck["vae"], image=img["image"])
     lat = g.add("set_latent_noise_mask", "nm", latent=enc["latent"], mask=m["mask"])
     s = g.add("sampler", "s", model=ck["model"], positive=pos, negative=neg,
-              latent=lat["latent"], seed=seed, steps=STEPS, cfg=CFG, sampler=SAMPLER)
+              latent=lat["latent"], seed=seed, steps=STEPS, cfg=CFG, sampler=SAMPLER,
+              denoise=denoise)
     d = g.add("vae_decode", "d", vae=ck["vae"], latent=s["latent"])
     c = g.add("composite_images", "comp", destination=img["image"], source=d["image"],
               mask=m["mask"])
@@ -116,10 +119,12 @@ def inpaint_graph(source: str, mask: str, prompt: str, seed: int):
     return g
 
 
-def inpaint_recolour(ex, n: int, seed: int, folder: Path) -> list[dict[str, Any]]:
-    """Repaint a shape in another colour inside its own mask: the share of masked pixels
-    whose nearest named colour is the new one, and whether unmasked pixels kept their
-    values."""
+def inpaint_recolour(ex, n: int, seed: int, folder: Path, denoise: float = INPAINT_DENOISE,
+                     grow: int = INPAINT_GROW) -> list[dict[str, Any]]:
+    """Repaint a shape in another colour through a mask over it (grown by `grow` px): the
+    share of the shape's pixels whose nearest named colour is the new one, and whether the pixels
+    outside the mask kept their values exactly."""
+    import cv2
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -131,14 +136,17 @@ def inpaint_recolour(ex, n: int, seed: int, folder: Path) -> list[dict[str, Any]
                       % len(colours)]
         src = shapes.render(scene)
         inside = shapes.shape_mask(scene) > 0.5
+        # the mask a user paints: the shape and a little around it
+        masked = cv2.dilate(inside.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)) > 0
         Image.fromarray(src).save(folder / f"src_{i}.png")
-        Image.fromarray((inside * 255).astype(np.uint8)).save(folder / f"mask_{i}.png")
+        Image.fromarray((masked * 255).astype(np.uint8)).save(folder / f"mask_{i}.png")
         prompt = shapes.caption(new, scene.shape, scene.position, scene.background)
         out = run_images(ex, inpaint_graph(str(folder / f"src_{i}.png"),
-                                           str(folder / f"mask_{i}.png"), prompt, seed + i))[0]
+                                           str(folder / f"mask_{i}.png"), prompt, seed + i,
+                                           denoise))[0]
         hits = shapes.nearest_colour(out[inside]) == colours.index(new)
         rows.append({"from": scene.colour, "to": new, "recoloured": float(hits.mean()),
-                     "outside_unchanged": bool((out[~inside] == src[~inside]).all())})
+                     "outside_unchanged": bool((out[~masked] == src[~masked]).all())})
     return rows
 
 
@@ -160,7 +168,7 @@ def upscaler_psnr(ex, n: int, seed: int, folder: Path) -> tuple[float, float]:
         path = folder / f"low_{i}.png"
         Image.fromarray(low).save(path)
         g = Graph()
-        m = g.add("load_upscale_model", "m", model_name="loom-shapes-x2.safetensors")
+        m = g.add("load_upscale_model", "m", upscale_model_name="loom-shapes-x2.safetensors")
         img = g.add("load_image", "img", path=str(path))
         up = g.add("upscale_with_model", "up", upscale_model=m["upscale_model"],
                    image=img["image"])

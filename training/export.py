@@ -20,20 +20,36 @@ def half(state: dict) -> dict:
     return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
 
 
+def export_controlnet(target: Path) -> None:
+    """loom-shapes-edges as a single file in the original layout + its config folder."""
+    from diffusers import ControlNetModel
+    from safetensors.torch import save_file
+
+    from nodes.diffusion.fixtures import write_config_folder
+    from nodes.diffusion.ldm import controlnet_to_ldm
+
+    cn = ControlNetModel.from_pretrained(RUNS / "controlnet" / "model")
+    cdir = target / "controlnet"
+    cdir.mkdir(parents=True, exist_ok=True)
+    save_file(half(controlnet_to_ldm(cn.state_dict(), dict(cn.config))),
+              cdir / "loom-shapes-edges.safetensors")
+    tmp = cdir / ".tmp"
+    cn.save_pretrained(tmp, safe_serialization=True)
+    write_config_folder(tmp, cdir / "loom-shapes-edges.config")
+    shutil.rmtree(tmp)
+
+
 def main(target: Path = MODELS) -> None:
     import torch
     from diffusers import (
         AutoencoderKL,
-        ControlNetModel,
         EulerDiscreteScheduler,
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from safetensors.torch import save_file
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from nodes.diffusion.fixtures import write_config_folder, write_single_file
-    from nodes.diffusion.ldm import controlnet_to_ldm
+    from nodes.diffusion.fixtures import write_single_file
 
     unet = UNet2DConditionModel.from_pretrained(RUNS / "unet" / "unet")
     text = CLIPTextModel.from_pretrained(RUNS / "unet" / "text_encoder")
@@ -52,16 +68,10 @@ def main(target: Path = MODELS) -> None:
     write_single_file(folder, target / "checkpoints", "loom-shapes", unet, vae, text,
                       torch.float16)
 
-    cn = ControlNetModel.from_pretrained(RUNS / "controlnet" / "model")
-    cdir = target / "controlnet"
-    cdir.mkdir(parents=True, exist_ok=True)
-    save_file(half(controlnet_to_ldm(cn.state_dict(), dict(cn.config))),
-              cdir / "loom-shapes-edges.safetensors")
-    tmp = cdir / ".tmp"
-    cn.save_pretrained(tmp, safe_serialization=True)
-    write_config_folder(tmp, cdir / "loom-shapes-edges.config")
-    shutil.rmtree(tmp)
-
+    if not (RUNS / "controlnet" / "model").is_dir():
+        print("no trained ControlNet yet: skipped")
+    else:
+        export_controlnet(target)
     udir = target / "upscale_models"
     udir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(RUNS / "upscaler" / "loom-shapes-x2.safetensors",

@@ -139,7 +139,7 @@ class Inspector(QScrollArea):
             row = QHBoxLayout(box)
             row.setContentsMargins(0, 0, 0, 0)
             row.addWidget(spin, 1)
-            dice = QPushButton("🎲")
+            dice = QPushButton("Random")
             dice.setToolTip("a new random seed")
             dice.clicked.connect(lambda: spin.setValue(random.randint(0, INT_LIMIT)))
             row.addWidget(dice)

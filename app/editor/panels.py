@@ -130,6 +130,7 @@ class RunPanel(QWidget):
         self.stop_button.setEnabled(False)
         if status == "ok":
             self.total.setValue(self.total.maximum())
+            self.node.setValue(100)
 
 
 class Problems(QListWidget):

@@ -107,6 +107,8 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.docks["gallery"]], [150], Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["library"], self.docks["inspector"]], [210, 320],
                          Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["inspector"], self.docks["run"]], [480, 230],
+                         Qt.Orientation.Vertical)
 
         self.scene.selectionChanged.connect(self._selection_changed)
         self.doc.undo.cleanChanged.connect(lambda _c: self.update_title())
@@ -755,14 +757,19 @@ class MainWindow(QMainWindow):
                 if suffix == ".png" and self._holds_workflow(path):
                     self.open_path(path)
                     return
+                if suffix == ".png" and self._holds_workflow(path, ("workflow", "prompt")):
+                    self.statusBar().showMessage(
+                        f"{path.name} holds a ComfyUI workflow: Loom cannot convert those yet, "
+                        "so it is added as an image", 10000)
                 self.add_node("load_image", scene_pos + QPointF(30 * i, 30 * i),
                               path=os.fspath(path))
 
     @staticmethod
-    def _holds_workflow(path: Path) -> bool:
+    def _holds_workflow(path: Path, keys=("loom.workflow",)) -> bool:
         from engine.pngmeta import read_text
 
         try:
-            return "loom.workflow" in read_text(path)
+            chunks = read_text(path)
         except Exception:
             return False
+        return any(k in chunks for k in keys)
