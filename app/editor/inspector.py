@@ -40,6 +40,7 @@ class Inspector(QScrollArea):
         self.list_models = list_models or (lambda kind: [])
         self.node_id: str | None = None
         self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.fields: dict[str, QWidget] = {}
         self._updating = False
         doc.node_changed.connect(self._changed)
