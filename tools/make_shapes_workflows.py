@@ -103,7 +103,7 @@ def main() -> None:
                 pos=(320, 320))
     nm = g.add("set_latent_noise_mask", "noise_mask", title="Only inside the mask",
                latent=enc["latent"], mask=m["mask"], pos=(660, 320))
-    s = sampler(g, ck, pos["conditioning"], neg["conditioning"], nm["latent"])
+    s = sampler(g, ck, pos["conditioning"], neg["conditioning"], nm["latent"], steps=50)
     d = g.add("vae_decode", "decode", title="Decode", vae=ck["vae"], latent=s["latent"],
               pos=(1340, 0))
     c = g.add("composite_images", "paste", title="Paste into the picture",
