@@ -558,3 +558,19 @@ def test_gallery_viewer_zooms_and_compares(qtbot, window):
     viewer.view.scale(2, 2)
     assert viewer.view.transform().m11() == pytest.approx(2 * z)
     viewer.close()
+
+
+def test_runner_delivers_the_newest_progress_per_node_and_every_other_event(qtbot, window):
+    runner = window.runner
+    got = []
+    runner.event.connect(lambda name, p: got.append((name, p.get("node"), p.get("step"))))
+    runner.current = type("J", (), {"id": 7})()
+    for step in range(1, 6):
+        runner.outbox.put(("event", 7, "progress", {"node": "a", "step": step, "total": 5,
+                                                    "preview": None}))
+        runner.outbox.put(("event", 7, "progress", {"node": "b", "step": step, "total": 5,
+                                                    "preview": None}))
+    runner.outbox.put(("event", 7, "node_finished", {"node": "a", "cached": False}))
+    runner.drain()
+    runner.current = None
+    assert got == [("progress", "a", 5), ("progress", "b", 5), ("node_finished", "a", None)]

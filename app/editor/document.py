@@ -87,20 +87,18 @@ class Document(QObject):
         self.node_removed.emit(node_id)
 
     def _link(self, link: Link, checked: bool = True) -> None:
+        key = (link.dst, link.dst_input)
+        old = self.graph.links.get(key)
         if checked and self.registry.get(self.graph.node(link.src).type) and \
                 self.registry.get(self.graph.node(link.dst).type):
-            old = self.graph.links.get((link.dst, link.dst_input))
-            new = self.graph.connect((link.src, link.src_output), (link.dst, link.dst_input))
+            new = self.graph.connect((link.src, link.src_output), key)
             new.extra = dict(link.extra)
-            if old is not None:
-                self.link_removed.emit(old)
-        else:  # placeholders: keep the link as it was written
-            old = self.graph.links.get((link.dst, link.dst_input))
-            if old is not None:
-                self.link_removed.emit(old)
-            self.graph.links[(link.dst, link.dst_input)] = copy.deepcopy(link)
+        else:  # placeholders, and undo: keep the link as it was written
+            self.graph.links[key] = copy.deepcopy(link)
             self.graph.revision += 1
-        self.link_added.emit(self.graph.links[(link.dst, link.dst_input)])
+        if old is not None:
+            self.link_removed.emit(old)
+        self.link_added.emit(self.graph.links[key])
 
     def _unlink(self, dst: str, dst_input: str) -> Link:
         link = self.graph.disconnect(dst, dst_input)
@@ -278,17 +276,17 @@ class SetNodeField(QUndoCommand):
         self.doc, self.ids, self.field, self.value = doc, list(node_ids), field, value
         self.old = {i: getattr(doc.graph.node(i), field) for i in self.ids}
 
-    def redo(self) -> None:
-        for i in self.ids:
-            setattr(self.doc.graph.node(i), self.field, self.value)
+    def _apply(self, values: dict[str, Any]) -> None:
+        for i, v in values.items():
+            setattr(self.doc.graph.node(i), self.field, v)
             self.doc.graph.revision += 1
             self.doc.node_changed.emit(i)
 
+    def redo(self) -> None:
+        self._apply(dict.fromkeys(self.ids, self.value))
+
     def undo(self) -> None:
-        for i in self.ids:
-            setattr(self.doc.graph.node(i), self.field, self.old[i])
-            self.doc.graph.revision += 1
-            self.doc.node_changed.emit(i)
+        self._apply(self.old)
 
 
 class SetGroups(QUndoCommand):

@@ -135,16 +135,10 @@ class Inspector(QScrollArea):
             spin.valueChanged.connect(lambda v: self._set(name, int(v)))
             if spec.type != T.seed:
                 return spin
-            self._value_widget = spin
-            box = QWidget()
-            row = QHBoxLayout(box)
-            row.setContentsMargins(0, 0, 0, 0)
-            row.addWidget(spin, 1)
             dice = QPushButton("Random")
             dice.setToolTip("a new random seed")
             dice.clicked.connect(lambda: spin.setValue(random.randint(0, INT_LIMIT)))
-            row.addWidget(dice)
-            return box
+            return self._row(spin, (spin, 1), (dice, 0))
         if spec.type == T.float:
             spin = QDoubleSpinBox()
             spin.setDecimals(3)
@@ -156,17 +150,11 @@ class Inspector(QScrollArea):
             spin.valueChanged.connect(lambda v: self._set(name, float(v)))
             if spec.min is None or spec.max is None or hi - lo > 100:
                 return spin
-            self._value_widget = spin
-            box = QWidget()
-            row = QHBoxLayout(box)
-            row.setContentsMargins(0, 0, 0, 0)
             slider = QSlider(Qt.Orientation.Horizontal)
             slider.setRange(0, 1000)
             slider.setValue(int(round((float(value or 0) - lo) / (hi - lo) * 1000)))
             slider.valueChanged.connect(lambda s: spin.setValue(lo + (hi - lo) * s / 1000))
-            row.addWidget(slider, 2)
-            row.addWidget(spin, 1)
-            return box
+            return self._row(spin, (slider, 2), (spin, 1))
         if spec.choices:
             combo = QComboBox()
             combo.addItems(list(spec.choices))
@@ -190,11 +178,6 @@ class Inspector(QScrollArea):
         line = QLineEdit(str(value or ""))
         line.editingFinished.connect(lambda: self._set(name, line.text()))
         if spec.file:
-            self._value_widget = line
-            box = QWidget()
-            row = QHBoxLayout(box)
-            row.setContentsMargins(0, 0, 0, 0)
-            row.addWidget(line, 1)
             browse = QPushButton("…")
             browse.setToolTip("choose a file")
 
@@ -205,6 +188,16 @@ class Inspector(QScrollArea):
                     self._set(name, path)
 
             browse.clicked.connect(pick)
-            row.addWidget(browse)
-            return box
+            return self._row(line, (line, 1), (browse, 0))
         return line
+
+    def _row(self, value: QWidget, *parts: tuple[QWidget, int]) -> QWidget:
+        """Widgets side by side in one form row (with their stretch factors); `value` is
+        the one that holds the input's value, and becomes its entry in `fields`."""
+        self._value_widget = value
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        for widget, stretch in parts:
+            row.addWidget(widget, stretch)
+        return box

@@ -92,8 +92,9 @@ class _Worker:
             outs = ev.outputs if isinstance(ev.outputs, dict) else {}
             shown = (outs.get("ui") or {}).get("images") if isinstance(outs.get("ui"), dict) \
                 else None
-            payload.update(cached=ev.cached, seconds=ev.seconds,
-                           images=to_qimages(shown), files=list(ui.get("files") or []))
+            files = list(ui.get("files") or [])
+            images = to_qimages(shown) or [QImage(f) for f in files[:8]]
+            payload.update(cached=ev.cached, seconds=ev.seconds, images=images, files=files)
             if not payload["images"]:  # any node that makes an image shows it, small
                 first = next((v for k, v in outs.items() if k != "ui" and _is_image(v)), None)
                 payload["thumbnail"] = to_qimages(first, 1, THUMB_SIZE) if first is not None \
@@ -177,22 +178,23 @@ class Runner(QObject):
             self.worker.inbox.put((self.current, self.output_dir))
 
     def drain(self) -> None:
-        """Deliver what the worker reported since the last call (on the GUI thread)."""
-        progress_seen = set()
+        """Deliver what the worker reported since the last call (on the GUI thread). Of a
+        node's progress events without a preview, only the newest is delivered."""
         items = []
         while True:
             try:
                 items.append(self.outbox.get_nowait())
             except queue.Empty:
                 break
-        for item in reversed(items):  # of several progress events per node, keep the last
+        newest: dict[str, int] = {}
+        for i, item in enumerate(items):
             if item[0] == "event" and item[2] == "progress" and item[3].get("preview") is None:
-                key = item[3]["node"]
-                if key in progress_seen:
-                    items.remove(item)
-                progress_seen.add(key)
-        for item in items:
+                newest[item[3]["node"]] = i
+        for i, item in enumerate(items):
             if item[0] == "event":
+                if item[2] == "progress" and item[3].get("preview") is None \
+                        and newest[item[3]["node"]] != i:
+                    continue
                 self._on_event(*item[1:])
             else:
                 self._on_done(*item[1:])

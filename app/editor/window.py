@@ -660,10 +660,6 @@ class MainWindow(QMainWindow):
                 self.run_panel.total.setValue(self._done)
             images = p.get("images") or []
             files = p.get("files") or []
-            if not images and files:
-                from PySide6.QtGui import QImage
-
-                images = [QImage(f) for f in files[:8]]
             if not images and p.get("thumbnail"):
                 item.set_thumbnail(QPixmap.fromImage(p["thumbnail"][0]))
             if images:
@@ -754,10 +750,11 @@ class MainWindow(QMainWindow):
                 self.open_path(path)
                 return
             if suffix in IMAGE_SUFFIXES:
-                if suffix == ".png" and self._holds_workflow(path):
+                chunks = self._png_text(path) if suffix == ".png" else {}
+                if "loom.workflow" in chunks:
                     self.open_path(path)
                     return
-                if suffix == ".png" and self._holds_workflow(path, ("workflow", "prompt")):
+                if "workflow" in chunks or "prompt" in chunks:
                     self.statusBar().showMessage(
                         f"{path.name} holds a ComfyUI workflow: Loom cannot convert those yet, "
                         "so it is added as an image", 10000)
@@ -765,11 +762,10 @@ class MainWindow(QMainWindow):
                               path=os.fspath(path))
 
     @staticmethod
-    def _holds_workflow(path: Path, keys=("loom.workflow",)) -> bool:
+    def _png_text(path: Path) -> dict[str, str]:
         from engine.pngmeta import read_text
 
         try:
-            chunks = read_text(path)
+            return read_text(path)
         except Exception:
-            return False
-        return any(k in chunks for k in keys)
+            return {}
