@@ -62,7 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="list every problem of a workflow")
     v.add_argument("workflow")
     v.add_argument("--json", action="store_true")
+    v.add_argument("--models", action="append", metavar="DIR")
     v.set_defaults(func=cmd_validate)
+
+    im = sub.add_parser("import", help="convert a ComfyUI workflow (API or UI JSON, or a "
+                        "ComfyUI PNG) and report what could not be carried over")
+    im.add_argument("workflow")
+    im.add_argument("-o", "--output", metavar="OUT.json", help="write the Loom workflow here")
+    im.add_argument("--models", action="append", metavar="DIR",
+                    help="a model folder to look the workflow's models up in; repeatable")
+    im.add_argument("--json", action="store_true", help="print the report as JSON")
+    im.set_defaults(func=cmd_import)
 
     n = sub.add_parser("nodes", help="list every node type")
     n.add_argument("--json", action="store_true")
@@ -90,20 +100,22 @@ def _err(msg: str) -> None:
     print(f"loom: {msg}", file=sys.stderr)
 
 
-def _load(path: str):
-    """A workflow from a .json file or from a PNG Loom saved. Exits 2 with a clear message."""
-    from engine import WorkflowError, load, loads
+def _load(path: str, args=None, quiet: bool = False):
+    """A workflow from a .json file, a PNG Loom saved, or a ComfyUI file (API or UI JSON, or
+    a ComfyUI PNG), converted on the fly with its report on stderr. Exits 2 with a clear
+    message when the file is none of these."""
+    from engine import WorkflowError
+    from engine.comfyui import open_workflow
 
     try:
-        if Path(path).suffix.lower() == ".png":
-            text = _workflow_text_from_png(path)
-            graph = loads(text, file=path)
-            graph.base_dir = Path(path).resolve().parent
-            return graph
-        return load(path)
+        graph, report = open_workflow(path, models=_folders(args) if args else None)
     except WorkflowError as exc:
         _err(str(exc))
         raise SystemExit(EXIT_INVALID) from None
+    graph.comfyui_report = report
+    if report is not None and not quiet:
+        print(report.text(), file=sys.stderr)
+    return graph
 
 
 def _workflow_text_from_png(path: str) -> str:
@@ -180,8 +192,16 @@ def _make_models(args):
 
 def cmd_run(args) -> int:
     from engine import CancelToken, Executor, GraphError, InvalidGraph
+    from engine.comfyui import runnable_targets
 
-    graph = _load(args.workflow)
+    graph = _load(args.workflow, args)
+    if graph.comfyui_report is not None and not args.targets:
+        args.targets, left_out = runnable_targets(graph)
+        for nid, why in left_out.items():
+            _err(f"{nid}: not run: {why}")
+        if not args.targets:
+            _err("nothing to run: every output node depends on a placeholder")
+            return EXIT_INVALID
     try:
         apply_sets(graph, args.sets)
     except GraphError as exc:
@@ -282,7 +302,7 @@ class TerminalProgress:
 def cmd_validate(args) -> int:
     from engine import validate
 
-    graph = _load(args.workflow)
+    graph = _load(args.workflow, args, quiet=args.json)
     problems = validate(graph)
     if args.json:
         print(json.dumps([p.to_dict() for p in problems], indent=2))
@@ -293,6 +313,30 @@ def cmd_validate(args) -> int:
         print(f"{args.workflow}: {n_err} error(s), {len(problems) - n_err} warning(s)",
               file=sys.stderr)
     return EXIT_INVALID if any(p.severity == "error" for p in problems) else EXIT_OK
+
+
+def cmd_import(args) -> int:
+    from engine import WorkflowError
+    from engine import workflow as wf
+    from engine.comfyui import load
+
+    try:
+        graph, report = load(args.workflow, models=_folders(args))
+    except WorkflowError as exc:
+        _err(str(exc))
+        return EXIT_INVALID
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.text())
+    if args.output:
+        try:
+            wf.save(graph, args.output)
+        except OSError as exc:
+            _err(f"cannot write {args.output}: {exc.strerror or exc}")
+            return EXIT_FAILED
+        print(f"wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_nodes(args) -> int:

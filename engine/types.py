@@ -16,6 +16,10 @@ class T(StrEnum):
     control_net = "CONTROL_NET"
     upscale_model = "UPSCALE_MODEL"
     hair_model = "HAIR_MODEL"
+    sampler = "SAMPLER"  # a sampling method, for the custom-sampling nodes
+    sigmas = "SIGMAS"  # an explicit noise schedule
+    guider = "GUIDER"  # a model with the conditionings that guide it
+    noise = "NOISE"  # the starting noise (a seed), or none
     int = "INT"
     float = "FLOAT"
     string = "STRING"

@@ -34,7 +34,7 @@ class Conditioning:
     embeds: Any  # tensor [B, tokens, dim]
     pooled: Any = None  # SDXL pooled embedding
     controls: tuple[ControlHint, ...] = ()
-    areas: tuple[Any, ...] = ()
+    combined: tuple[Any, ...] = ()  # conditionings combined with this one (each on its own)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

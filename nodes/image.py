@@ -252,8 +252,8 @@ class PadImage(Node):
         return {"image": out, "mask": mask}
 
 
-BLEND_MODES = ("normal", "multiply", "screen", "overlay", "add", "subtract", "difference",
-               "darken", "lighten")
+BLEND_MODES = ("normal", "multiply", "screen", "overlay", "soft_light", "add", "subtract",
+               "difference", "darken", "lighten")
 
 
 def _blend(a, b, mode: str):
@@ -267,6 +267,9 @@ def _blend(a, b, mode: str):
         return 1 - (1 - a) * (1 - b)
     if mode == "overlay":
         return torch.where(a < 0.5, 2 * a * b, 1 - 2 * (1 - a) * (1 - b))
+    if mode == "soft_light":  # the W3C / Photoshop formula
+        d = torch.where(a <= 0.25, ((16 * a - 12) * a + 4) * a, a.clamp(min=0).sqrt())
+        return torch.where(b <= 0.5, a - (1 - 2 * b) * a * (1 - a), a + (2 * b - 1) * (d - a))
     if mode == "add":
         return (a + b).clamp(0, 1)
     if mode == "subtract":
@@ -388,5 +391,52 @@ class PadForOutpaint(Node):
         return {"image": out, "mask": mask}
 
 
+
+class ScaleToTotalPixels(Node):
+    type = "scale_to_megapixels"
+    title = "Scale to Megapixels"
+    category = "image/transform"
+    description = "Resize keeping the aspect ratio so the image has about this many megapixels."
+    inputs = (In("image", T.image), Choice("method", RESIZE_METHODS, "lanczos"),
+              Float("megapixels", 1.0, min=0.01, max=64.0, step=0.01))
+    outputs = (Output("image", T.image),)
+
+    def run(self, ctx, image, method="lanczos", megapixels=1.0):
+        check_image(image, "image")
+        h, w = image.shape[-2:]
+        scale = (megapixels * 1024 * 1024 / (w * h)) ** 0.5
+        return {"image": resize(image, max(1, round(w * scale)), max(1, round(h * scale)),
+                                method)}
+
+
+class InvertImage(Node):
+    type = "invert_image"
+    title = "Invert Image"
+    category = "image/adjust"
+    description = "Negative of the image: 1 - each channel."
+    inputs = (In("image", T.image),)
+    outputs = (Output("image", T.image),)
+
+    def run(self, ctx, image):
+        check_image(image, "image")
+        return {"image": 1.0 - image}
+
+
+class EmptyImage(Node):
+    type = "empty_image"
+    title = "Solid Color Image"
+    category = "image"
+    description = "An image of one colour."
+    inputs = (Int("width", 512, min=1, max=MAX_SIDE), Int("height", 512, min=1, max=MAX_SIDE),
+              Int("batch_size", 1, min=1, max=64), String("color", "#000000"))
+    outputs = (Output("image", T.image),)
+
+    def run(self, ctx, width=512, height=512, batch_size=1, color="#000000"):
+        import torch
+
+        rgb = parse_color(color)
+        return {"image": torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1)
+                .repeat(batch_size, 1, height, width)}
+
 NODES = (LoadImage, SaveImage, PreviewImage, ResizeImage, CropImage, PadImage, BlendImages,
-         CompositeImages, PadForOutpaint)
+         CompositeImages, PadForOutpaint, ScaleToTotalPixels, InvertImage, EmptyImage)

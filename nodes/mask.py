@@ -186,5 +186,91 @@ class LoadImageMask(Node):
         return ImageToMask().run(ctx, out["image"], channel)
 
 
+
+MASK_OPERATIONS = ("multiply", "add", "subtract", "and", "or", "xor")
+
+
+class MaskComposite(Node):
+    type = "mask_composite"
+    title = "Combine Masks"
+    category = "mask"
+    description = ("Combine source into destination at (x, y): multiply, add, subtract "
+                   "(clamped to 0..1), or the logical and / or / xor of masks above 0.5.")
+    inputs = (In("destination", T.mask), In("source", T.mask),
+              Int("x", 0, min=-MAX_SIDE, max=MAX_SIDE), Int("y", 0, min=-MAX_SIDE, max=MAX_SIDE),
+              Choice("operation", MASK_OPERATIONS, "multiply"))
+    outputs = (Output("mask", T.mask),)
+
+    def run(self, ctx, destination, source, x=0, y=0, operation="multiply"):
+        check_mask(destination, "destination")
+        check_mask(source, "source")
+        out = destination.clone()
+        H, W = out.shape[-2:]
+        h, w = source.shape[-2:]
+        y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + h, H), min(x + w, W)
+        if y1 <= y0 or x1 <= x0:
+            return {"mask": out}
+        src = source[..., y0 - y: y1 - y, x0 - x: x1 - x]
+        if src.shape[0] != out.shape[0]:
+            src = src[:1].expand(out.shape[0], -1, -1, -1)
+        dst = out[..., y0:y1, x0:x1]
+        if operation == "multiply":
+            res = dst * src
+        elif operation == "add":
+            res = dst + src
+        elif operation == "subtract":
+            res = dst - src
+        else:
+            a, b = dst > 0.5, src > 0.5
+            res = {"and": a & b, "or": a | b, "xor": a ^ b}[operation].to(dst.dtype)
+        out[..., y0:y1, x0:x1] = res.clamp(0, 1)
+        return {"mask": out}
+
+
+class FeatherMask(Node):
+    type = "feather_mask"
+    title = "Feather Mask Edges"
+    category = "mask"
+    description = ("Fade the mask out towards the image's borders: over this many pixels from "
+                   "each side it falls linearly to 0.")
+    inputs = (In("mask", T.mask), Int("left", 0, min=0, max=MAX_SIDE),
+              Int("top", 0, min=0, max=MAX_SIDE), Int("right", 0, min=0, max=MAX_SIDE),
+              Int("bottom", 0, min=0, max=MAX_SIDE))
+    outputs = (Output("mask", T.mask),)
+
+    def run(self, ctx, mask, left=0, top=0, right=0, bottom=0):
+        import torch
+
+        check_mask(mask, "mask")
+        H, W = mask.shape[-2:]
+
+        def ramp(n, first, last):
+            i = torch.arange(n, dtype=torch.float32)
+            r = torch.ones(n)
+            if first:
+                r = torch.minimum(r, (i + 1) / first)
+            if last:
+                r = torch.minimum(r, (n - i) / last)
+            return r
+
+        wy = ramp(H, min(top, H), min(bottom, H))
+        wx = ramp(W, min(left, W), min(right, W))
+        return {"mask": mask * (wy[:, None] * wx[None, :])}
+
+
+class PreviewMask(Node):
+    type = "preview_mask"
+    title = "Preview Mask"
+    category = "mask"
+    description = "Show a mask in the editor (white = masked)."
+    output = True
+    inputs = (In("mask", T.mask),)
+    outputs = ()
+
+    def run(self, ctx, mask):
+        check_mask(mask, "mask")
+        return {"ui": {"images": mask.repeat(1, 3, 1, 1)}}
+
+
 NODES = (LoadImageMask, MaskFromColor, ImageToMask, MaskToImage, InvertMask, GrowMask, BlurMask,
-         ThresholdMask, SolidMask)
+         ThresholdMask, SolidMask, MaskComposite, FeatherMask, PreviewMask)

@@ -63,4 +63,16 @@ class SeedValue(_Primitive):
         return {"value": value}
 
 
-NODES = (IntValue, FloatValue, StringValue, BoolValue, SeedValue)
+class Note(Node):
+    type = "note"
+    title = "Note"
+    category = "utils"
+    description = "Text on the canvas for whoever reads the workflow. It never runs."
+    inputs = (String("text", "", multiline=True), Bool("markdown", False))
+    outputs = ()
+
+    def run(self, ctx, text="", markdown=False):
+        return {}
+
+
+NODES = (IntValue, FloatValue, StringValue, BoolValue, SeedValue, Note)

@@ -9,6 +9,7 @@ TYPE_COLOURS = {
     "MODEL": "#b39ddb", "CLIP": "#fff176", "VAE": "#f06292", "CONTROL_NET": "#4db6ac",
     "UPSCALE_MODEL": "#a1887f", "HAIR_MODEL": "#ce93d8", "INT": "#90a4ae", "FLOAT": "#90a4ae",
     "STRING": "#aed581", "BOOL": "#90a4ae", "CHOICE": "#90a4ae", "SEED": "#90a4ae",
+    "SAMPLER": "#ecd19a", "SIGMAS": "#cdffcd", "GUIDER": "#66ffff", "NOISE": "#b0b0b0",
 }
 CATEGORY_COLOURS = {"loaders": "#4a3f6b", "sampling": "#6b3f3f", "conditioning": "#6b5a33",
                     "latent": "#6b3f4f", "image": "#2f4f6b", "mask": "#2f5b3f",

@@ -55,6 +55,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.registry = registry
         self.settings = settings or QSettings("Loom", "Loom")
+        self.import_report = None  # what a ComfyUI import could not carry, while it is open
         self.doc = Document(registry)
         self.scene = GraphScene(self.doc)
         from .view import GraphView
@@ -272,6 +273,7 @@ class MainWindow(QMainWindow):
 
     def new_workflow(self) -> None:
         if self.confirm_discard():
+            self.import_report = None
             self.doc.replace(Graph(self.registry), None)
             self._clear_run_state()
             self.update_title()
@@ -285,20 +287,32 @@ class MainWindow(QMainWindow):
             self.open_path(Path(path), ask=False)
 
     def open_path(self, path: Path, ask: bool = True) -> bool:
+        """Open a Loom workflow (.json, or a PNG holding one) or a ComfyUI one, converted:
+        its report joins the problems panel, and Save asks for a new file name so the
+        ComfyUI file is never overwritten."""
         if ask and not self.confirm_discard():
             return False
         try:
-            graph = self.read_workflow(path)
+            graph, report = self.read_workflow_report(path)
         except (WorkflowError, OSError, ValueError) as exc:
             QMessageBox.warning(self, "Cannot open", f"{path.name}: {exc}")
             return False
-        self.doc.replace(graph, path if path.suffix.lower() == ".json" else None)
+        self.import_report = report
+        own = path.suffix.lower() == ".json" and report is None
+        self.doc.replace(graph, path if own else None)
         self._clear_run_state()
-        if path.suffix.lower() == ".json":
+        if own:
             self._remember(path)
         self.update_title()
         self.fit_all()
         self.refresh_problems()
+        if report is not None:
+            self.statusBar().showMessage(
+                f"Converted from ComfyUI: {report.mapped_count} node(s) mapped, "
+                f"{report.placeholder_count} kept as placeholders, "
+                f"{len(report.values) + len(report.links) + len(report.models)} issue(s) "
+                "listed under Problems", 15000)
+            return True
         unknown = sorted({n.type for n in graph if self.registry.get(n.type) is None})
         if unknown:
             self.statusBar().showMessage("Unknown node types kept as placeholders: "
@@ -306,17 +320,12 @@ class MainWindow(QMainWindow):
         return True
 
     def read_workflow(self, path: Path) -> Graph:
-        if path.suffix.lower() == ".png":
-            from engine.pngmeta import read_text
+        return self.read_workflow_report(path)[0]
 
-            chunks = read_text(path)
-            text = chunks.get("loom.workflow")
-            if text is None:
-                raise WorkflowError(f"{path.name} holds no Loom workflow")
-            graph = wf.loads(text, file=str(path), registry=self.registry)
-            graph.base_dir = path.parent
-            return graph
-        return wf.load(path, registry=self.registry)
+    def read_workflow_report(self, path: Path):
+        from engine.comfyui import open_workflow
+
+        return open_workflow(path, registry=self.registry, models=self.model_folders())
 
     def save(self) -> bool:
         if self.doc.path is None:
@@ -701,6 +710,15 @@ class MainWindow(QMainWindow):
             if pr.expected:
                 msg += f" (expected {pr.expected}" + (f", got {pr.got}" if pr.got else "") + ")"
             rows.append((pr.node, pr.severity, f"{where}: {msg}" if where else msg))
+        report = self.import_report
+        if report is not None:  # what the ComfyUI import could not carry, until a new file
+            for node, inp, msg in report.problems():
+                if node in self.doc.graph and "placeholder" in msg:
+                    continue  # validation already lists each placeholder
+                title = self.doc.title_of(node) if node in self.doc.graph else node
+                rows.append((node if node in self.doc.graph else None, "warning",
+                             f"ComfyUI import · {title}" + (f" · {inp}" if inp else "")
+                             + f": {msg}"))
         self.problems.show_problems(rows)
 
     def refresh_problems(self) -> None:
@@ -751,13 +769,9 @@ class MainWindow(QMainWindow):
                 return
             if suffix in IMAGE_SUFFIXES:
                 chunks = self._png_text(path) if suffix == ".png" else {}
-                if "loom.workflow" in chunks:
-                    self.open_path(path)
+                if "loom.workflow" in chunks or "workflow" in chunks or "prompt" in chunks:
+                    self.open_path(path)  # Loom's own, or ComfyUI's converted
                     return
-                if "workflow" in chunks or "prompt" in chunks:
-                    self.statusBar().showMessage(
-                        f"{path.name} holds a ComfyUI workflow: Loom cannot convert those yet, "
-                        "so it is added as an image", 10000)
                 self.add_node("load_image", scene_pos + QPointF(30 * i, 30 * i),
                               path=os.fspath(path))
 

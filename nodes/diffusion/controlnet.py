@@ -103,8 +103,37 @@ class ApplyControlNet(Node):
                              end_percent)
         hint = ControlHint(control_net, image[:, :3], strength, start_percent, end_percent,
                            guess_mode)
-        return {"conditioning": dataclasses.replace(conditioning,
-                                                    controls=conditioning.controls + (hint,))}
+        return {"conditioning": with_hint(conditioning, hint)}
+
+
+def with_hint(conditioning: Any, hint: ControlHint) -> Any:
+    """The conditioning (and every one combined with it) with one more ControlNet hint."""
+    from .conditioning import map_parts
+
+    return map_parts(conditioning,
+                     lambda c: dataclasses.replace(c, controls=c.controls + (hint,)))
+
+
+class ApplyControlNetPair(Node):
+    type = "apply_controlnet_pair"
+    title = "Apply ControlNet (Positive + Negative)"
+    category = "conditioning"
+    description = ("Attach a ControlNet and its control image to both the positive and the "
+                   "negative conditioning (ComfyUI's Apply ControlNet Advanced).")
+    inputs = (In("positive", T.conditioning), In("negative", T.conditioning),
+              In("control_net", T.control_net), In("image", T.image),
+              Float("strength", 1.0, min=0.0, max=10.0, step=0.01),
+              Float("start_percent", 0.0, min=0.0, max=1.0, step=0.001),
+              Float("end_percent", 1.0, min=0.0, max=1.0, step=0.001))
+    outputs = (Output("positive", T.conditioning), Output("negative", T.conditioning))
+
+    def run(self, ctx, positive, negative, control_net, image, strength=1.0,
+            start_percent=0.0, end_percent=1.0):
+        if end_percent < start_percent:
+            raise InputError("end_percent", f"at least start_percent ({start_percent})",
+                             end_percent)
+        hint = ControlHint(control_net, image[:, :3], strength, start_percent, end_percent)
+        return {"positive": with_hint(positive, hint), "negative": with_hint(negative, hint)}
 
 
 def base_family(family: str) -> str:
@@ -218,4 +247,4 @@ class InpaintControlImage(Node):
         return {"image": torch.where(mask > 0.5, torch.tensor(-1.0), image[:, :3])}
 
 
-NODES = (LoadControlNet, ApplyControlNet, InpaintControlImage)
+NODES = (LoadControlNet, ApplyControlNet, ApplyControlNetPair, InpaintControlImage)

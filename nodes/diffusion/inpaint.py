@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from engine.errors import InputError
-from engine.spec import In, Int, Node, Output
+from engine.spec import Bool, In, Int, Node, Output
 from engine.types import T
 from engine.values import Latent
 
@@ -55,4 +55,40 @@ class VAEEncodeForInpaint(Node):
         return {"latent": Latent(encode(ctx, vae, blank), noise_mask=mask)}
 
 
-NODES = (SetLatentNoiseMask, VAEEncodeForInpaint)
+class InpaintModelConditioning(Node):
+    type = "inpaint_model_conditioning"
+    title = "Inpaint Model Conditioning"
+    category = "inpaint"
+    description = ("Prepare an inpaint at any denoise: the latent of the whole image (with "
+                   "the mask as its noise mask), and conditionings that carry the masked "
+                   "image, which a 9-channel inpainting model reads beside the latent.")
+    inputs = (In("positive", T.conditioning), In("negative", T.conditioning), In("vae", T.vae),
+              In("pixels", T.image), In("mask", T.mask), Bool("noise_mask", True))
+    outputs = (Output("positive", T.conditioning), Output("negative", T.conditioning),
+               Output("latent", T.latent))
+
+    def run(self, ctx, positive, negative, vae, pixels, mask, noise_mask=True):
+        from .._tensors import same_size
+        from .conditioning import map_parts
+        from .vae import encode
+
+        same_size(pixels, mask, "mask")
+        h, w = pixels.shape[-2:]
+        h8, w8 = h - h % 8, w - w % 8
+        if (h8, w8) != (h, w):  # cropped to multiples of 8, centred (as VAE Encode does)
+            y, x = (h - h8) // 2, (w - w8) // 2
+            pixels = pixels[..., y: y + h8, x: x + w8]
+            mask = mask[..., y: y + h8, x: x + w8]
+        keep = (mask < 0.5).to(pixels.dtype)
+        masked = pixels[:, :3] * keep + 0.5 * (1 - keep)
+        concat = (mask, encode(ctx, vae, masked))
+
+        def attach(c):
+            return dataclasses.replace(c, extra={**c.extra, "concat": concat})
+
+        latent = Latent(encode(ctx, vae, pixels), noise_mask=mask if noise_mask else None)
+        return {"positive": map_parts(positive, attach), "negative": map_parts(negative, attach),
+                "latent": latent}
+
+
+NODES = (SetLatentNoiseMask, VAEEncodeForInpaint, InpaintModelConditioning)

@@ -3,6 +3,7 @@ progress, previews and cancellation at every step."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
@@ -79,19 +80,13 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
     """The denoising loop. `tile` = (height, width, overlap) in latent units denoises
     overlapping tiles at every step and blends their predictions (MultiDiffusion), so any
     size runs in the memory of one tile."""
-    import torch
-    from diffusers.utils.torch_utils import randn_tensor
 
     comps = components(ctx, model)
-    unet = comps.unet
     manager = ctx.models
     device = manager.device.torch_device()
-    dtype = unet.dtype
     sched = make_scheduler(comps.scheduler_config, sampler, scheduler)
     samples = latent.samples
     batch = samples.shape[0]
-    indices = latent.batch_index or tuple(range(batch))
-    gens = [generator_for(seed, i) for i in indices]
 
     sched.set_timesteps(steps, device=device)
     timesteps = sched.timesteps
@@ -103,94 +98,29 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
             sched.set_begin_index(t_start * sched.order)
         if len(timesteps) == 0:
             return latent
-    noise = randn_tensor(tuple(samples.shape), generator=gens, device=device, dtype=dtype)
+    predict = Predictor(ctx, model, comps, positive, negative, cfg, latent, tile)
+    dtype = predict.dtype
+    gens = [generator_for(seed, i) for i in (latent.batch_index or tuple(range(batch)))]
+    noise = make_noise(samples.shape, gens, device, dtype)
     if denoise >= 1.0:
         latents = noise * sched.init_noise_sigma
     else:
         start = timesteps[:1].repeat(batch)
         latents = sched.add_noise(samples.to(device, dtype), noise, start)
 
-    guided = cfg > 1.0
-    pos, neg = positive.embeds, negative.embeds
-    pos, neg = _same_length(pos, neg)
-    emb = torch.cat([neg.repeat(batch, 1, 1), pos.repeat(batch, 1, 1)]) if guided \
-        else pos.repeat(batch, 1, 1)
-    emb = emb.to(device, dtype)
-    added = None
-    if comps.text_encoder_2 is not None or positive.pooled is not None:
-        added = _sdxl_added(comps, positive, negative, samples.shape, batch, guided,
-                            device, dtype)
-    from .controlnet import ControlState, guided_residuals
-
-    size = (samples.shape[-2] * 8, samples.shape[-1] * 8)
-    ctrl_pos = ControlState(ctx, positive.controls, model, unet, size, batch, device, dtype,
-                            positive=True)
-    ctrl_neg = ControlState(ctx, negative.controls if guided else (), model, unet, size,
-                            batch, device, dtype, positive=False)
-    # inpainting: a 9-channel UNet takes (mask, masked-image latent) beside the latent; a
-    # 4-channel one keeps the unmasked area on the source, re-noised to each next step
-    inpaint_unet = unet.config.in_channels == 9
-    mask = None
-    if latent.noise_mask is not None or inpaint_unet:
-        if latent.noise_mask is None:
-            raise InputError("latent", "a latent with a mask (from VAE Encode for Inpaint or "
-                             "Set Latent Noise Mask) for this inpainting model",
-                             "a latent without one")
-        mask = latent_mask(latent.noise_mask, samples.shape, batch).to(device, dtype)
-        source = samples.to(device, dtype)
-    extra_in = None
-    if inpaint_unet:
-        extra_in = torch.cat([mask, source], dim=1)
-        if guided:
-            extra_in = torch.cat([extra_in] * 2)
     step_kwargs = {}
     step_params = inspect.signature(sched.step).parameters
     if "generator" in step_params:
         step_kwargs["generator"] = gens
     if "eta" in step_params:
         step_kwargs["eta"] = 0.0
-
-    regions = tile_regions(samples.shape[-2:], tile, device, dtype)
+    mask, source = predict.mask, predict.source
     total = len(timesteps)
     for i, t in enumerate(timesteps):
         ctx.check_cancelled()
-        x = torch.cat([latents] * 2) if guided else latents
-        x = sched.scale_model_input(x, t)
-        unet_x = torch.cat([x, extra_in], dim=1) if extra_in is not None else x
-
-        def call(x, unet_x, box=None, t=t, i=i):
-            down = mid = None
-            if ctrl_pos or ctrl_neg:
-                if guided:
-                    down, mid = guided_residuals(ctrl_neg, ctrl_pos, x, t, emb, added, i, total,
-                                                 box)
-                else:
-                    down, mid = ctrl_pos.residuals(x, t, emb, added, i, total, box)
-            return unet(unet_x, t, encoder_hidden_states=emb, added_cond_kwargs=added,
-                        down_block_additional_residuals=down,
-                        mid_block_additional_residual=mid, return_dict=False)[0]
-
-        if len(regions) == 1:
-            pred = manager.retry_on_oom(lambda x=x, u=unet_x: call(x, u), "the sampler",
-                                        module=unet)
-        else:
-            pred = torch.zeros_like(x)
-            weight = torch.zeros(1, 1, *x.shape[-2:], device=device, dtype=dtype)
-            for box, w in regions:
-                ctx.check_cancelled()
-                y0, y1, x0, x1 = box
-                part = manager.retry_on_oom(
-                    lambda b=box, x=x, u=unet_x: call(x[..., b[0]:b[1], b[2]:b[3]],
-                                                      u[..., b[0]:b[1], b[2]:b[3]], b),
-                    "the sampler", module=unet)
-                pred[..., y0:y1, x0:x1] += part * w
-                weight[..., y0:y1, x0:x1] += w
-            pred = pred / weight
-        if guided:
-            uncond, cond = pred.chunk(2)
-            pred = uncond + cfg * (cond - uncond)
+        pred = predict(sched.scale_model_input(latents, t), t, i, total)
         latents = sched.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
-        if mask is not None and not inpaint_unet:
+        if mask is not None and not predict.inpaint_unet:
             proper = source
             if i < total - 1:
                 proper = sched.add_noise(source, noise, timesteps[i + 1: i + 2])
@@ -198,6 +128,192 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
         ctx.progress(i + 1, total, preview=lambda lat=latents: preview_image(lat, model.family))
     return Latent(samples=latents.float().cpu(), noise_mask=latent.noise_mask,
                   batch_index=latent.batch_index)
+
+
+def make_noise(shape, gens, device, dtype) -> Any:
+    from diffusers.utils.torch_utils import randn_tensor
+
+    return randn_tensor(tuple(shape), generator=gens, device=device, dtype=dtype)
+
+
+def parts(c: Any) -> list[Any]:
+    """A conditioning and those combined with it (Conditioning Combine), each on its own."""
+    out = [dataclasses.replace(c, combined=())] if c.combined else [c]
+    for other in c.combined:
+        out += parts(other)
+    return out
+
+
+class Predictor:
+    """The model's guided prediction at one step, shared by every sampling loop:
+    classifier-free guidance over the positive and negative conditionings, their ControlNets,
+    combined and area conditionings, an inpainting model's extra input channels, and tiles.
+
+    Called with the scheduler-scaled latents (not doubled for guidance) and a timestep; returns
+    the model's output (noise or v) with guidance applied."""
+
+    def __init__(self, ctx, model, comps, positive, negative, cfg: float, latent: Latent,
+                 tile: tuple[int, int, int] | None = None):
+        import torch
+
+        from .controlnet import ControlState
+
+        self.ctx, self.model, self.comps, self.cfg = ctx, model, comps, cfg
+        self.unet = unet = comps.unet
+        manager = ctx.models
+        self.device = device = manager.device.torch_device()
+        self.dtype = dtype = unet.dtype
+        samples = latent.samples
+        self.shape = shape = tuple(samples.shape)
+        self.batch = batch = shape[0]
+        self.guided = negative is not None and cfg > 1.0
+        pos_parts = parts(positive)
+        neg_parts = parts(negative) if self.guided else []
+        self.simple = len(pos_parts) == 1 and len(neg_parts) <= 1 and not any(
+            "area" in p.extra or p.extra.get("strength", 1.0) != 1.0
+            for p in pos_parts + neg_parts)
+        if not self.simple and tile is not None:
+            raise InputError("positive", "one conditioning without an area for the Tiled "
+                             "Sampler", "combined or area conditionings",
+                             hint="use the Sampler, or one prompt per tile")
+        size = (shape[-2] * 8, shape[-1] * 8)
+
+        def prepare(c, positive_side):
+            emb = c.embeds.repeat(batch, 1, 1).to(device, dtype)
+            added = None
+            if comps.text_encoder_2 is not None or c.pooled is not None:
+                added = _sdxl_added(comps, c, c, shape, batch, False, device, dtype)
+            ctrl = ControlState(ctx, c.controls, model, unet, size, batch, device, dtype,
+                                positive=positive_side)
+            return emb, added, ctrl, c
+
+        if self.simple:
+            pos = positive if len(pos_parts) == 1 and not positive.combined else pos_parts[0]
+            neg = neg_parts[0] if neg_parts else None
+            pe, ne = pos.embeds, (neg.embeds if neg is not None else None)
+            if ne is not None:
+                pe, ne = _same_length(pe, ne)
+                emb = torch.cat([ne.repeat(batch, 1, 1), pe.repeat(batch, 1, 1)])
+            else:
+                emb = pe.repeat(batch, 1, 1)
+            self.emb = emb.to(device, dtype)
+            self.added = None
+            if comps.text_encoder_2 is not None or pos.pooled is not None:
+                self.added = _sdxl_added(comps, pos, neg if neg is not None else pos, shape,
+                                         batch, neg is not None, device, dtype)
+            self.ctrl_pos = ControlState(ctx, pos.controls, model, unet, size, batch, device,
+                                         dtype, positive=True)
+            self.ctrl_neg = ControlState(ctx, neg.controls if neg is not None else (), model,
+                                         unet, size, batch, device, dtype, positive=False)
+        else:
+            self.pos_parts = [prepare(p, True) for p in pos_parts]
+            self.neg_parts = [prepare(p, False) for p in neg_parts]
+
+        # inpainting: a 9-channel UNet takes (mask, masked-image latent) beside the latent; a
+        # 4-channel one keeps the unmasked area on the source, re-noised to each next step
+        self.inpaint_unet = unet.config.in_channels == 9
+        self.mask = self.source = None
+        self.extra_in = None
+        concat = positive.extra.get("concat")
+        if latent.noise_mask is not None:
+            self.mask = latent_mask(latent.noise_mask, shape, batch).to(device, dtype)
+            self.source = samples.to(device, dtype)
+        if self.inpaint_unet:
+            if concat is not None:  # from Inpaint Model Conditioning
+                cmask = latent_mask(concat[0], shape, batch).to(device, dtype)
+                csrc = concat[1].to(device, dtype)
+                csrc = csrc if csrc.shape[0] == batch else csrc[:1].repeat(batch, 1, 1, 1)
+                self.extra_in = torch.cat([cmask, csrc], dim=1)
+            elif self.mask is None:
+                raise InputError("latent", "a latent with a mask (from VAE Encode for Inpaint "
+                                 "or Set Latent Noise Mask) for this inpainting model",
+                                 "a latent without one")
+            else:
+                self.extra_in = torch.cat([self.mask, self.source], dim=1)
+        self.regions = tile_regions(shape[-2:], tile, device, dtype)
+
+    def __call__(self, x, t, i: int, total: int):
+        import torch
+
+        manager = self.ctx.models
+        if len(self.regions) == 1:
+            return manager.retry_on_oom(lambda: self._predict(x, t, i, total, None),
+                                        "the sampler", module=self.unet)
+        pred = torch.zeros_like(x)
+        weight = torch.zeros(1, 1, *x.shape[-2:], device=x.device, dtype=x.dtype)
+        for box, w in self.regions:
+            self.ctx.check_cancelled()
+            y0, y1, x0, x1 = box
+            part = manager.retry_on_oom(lambda b=box: self._predict(x, t, i, total, b),
+                                        "the sampler", module=self.unet)
+            pred[..., y0:y1, x0:x1] += part * w
+            weight[..., y0:y1, x0:x1] += w
+        return pred / weight
+
+    def _unet(self, x, t, emb, added, down, mid):
+        return self.unet(x, t, encoder_hidden_states=emb, added_cond_kwargs=added,
+                         down_block_additional_residuals=down,
+                         mid_block_additional_residual=mid, return_dict=False)[0]
+
+    def _predict(self, x, t, i, total, box):
+        import torch
+
+        from .controlnet import guided_residuals
+
+        extra = self.extra_in
+        if box is not None:
+            x = x[..., box[0]:box[1], box[2]:box[3]]
+            if extra is not None:
+                extra = extra[..., box[0]:box[1], box[2]:box[3]]
+        if not self.simple:
+            cond = self._side(self.pos_parts, x, t, i, total, extra)
+            if not self.guided:
+                return cond
+            uncond = self._side(self.neg_parts, x, t, i, total, extra)
+            return uncond + self.cfg * (cond - uncond)
+        guided = self.guided
+        xx = torch.cat([x] * 2) if guided else x
+        unet_x = xx
+        if extra is not None:
+            unet_x = torch.cat([xx, torch.cat([extra] * 2) if guided else extra], dim=1)
+        down = mid = None
+        if self.ctrl_pos or self.ctrl_neg:
+            if guided:
+                down, mid = guided_residuals(self.ctrl_neg, self.ctrl_pos, xx, t, self.emb,
+                                             self.added, i, total, box)
+            else:
+                down, mid = self.ctrl_pos.residuals(xx, t, self.emb, self.added, i, total, box)
+        pred = self._unet(unet_x, t, self.emb, self.added, down, mid)
+        if guided:
+            uncond, cond = pred.chunk(2)
+            pred = uncond + self.cfg * (cond - uncond)
+        return pred
+
+    def _side(self, prepared, x, t, i, total, extra):
+        """Area-weighted mean of the predictions of one side's conditionings (ComfyUI's
+        Conditioning Combine / Set Area): each counts with its strength where it applies."""
+        import torch
+
+        out = torch.zeros_like(x)
+        count = torch.zeros(1, 1, *x.shape[-2:], device=x.device, dtype=x.dtype)
+        h, w = x.shape[-2:]
+        for emb, added, ctrl, c in prepared:
+            y0, y1, x0, x1 = 0, h, 0, w
+            if "area" in c.extra:  # (height, width, y, x) in pixels
+                ah, aw, ay, ax = (v // 8 for v in c.extra["area"])
+                y0, x0 = min(ay, h - 1), min(ax, w - 1)
+                y1, x1 = min(y0 + max(ah, 1), h), min(x0 + max(aw, 1), w)
+            box = (y0, y1, x0, x1)
+            xc = x[..., y0:y1, x0:x1]
+            unet_x = xc if extra is None else torch.cat([xc, extra[..., y0:y1, x0:x1]], dim=1)
+            down = mid = None
+            if ctrl:
+                down, mid = ctrl.residuals(xc, t, emb, added, i, total,
+                                           None if box == (0, h, 0, w) else box)
+            strength = float(c.extra.get("strength", 1.0))
+            out[..., y0:y1, x0:x1] += self._unet(unet_x, t, emb, added, down, mid) * strength
+            count[..., y0:y1, x0:x1] += strength
+        return out / count.clamp(min=1e-8)
 
 
 def tile_regions(size, tile, device, dtype) -> list[tuple[tuple[int, int, int, int], Any]]:

@@ -1,0 +1,24 @@
+"""Open ComfyUI workflows: the API and UI JSON formats, and PNGs that carry them.
+
+    graph, report = comfyui.load("workflow.json", models=folders)
+    print(report.text())
+
+The converter is data only (no torch, no Qt, no code from the file); its one mapping table
+is `engine.comfyui.table.MAPPING`.
+"""
+
+from .convert import (
+    PLACEHOLDER_PREFIX,
+    Issue,
+    Report,
+    convert,
+    is_comfyui,
+    load,
+    open_workflow,
+    read,
+    runnable_targets,
+)
+from .table import MAPPING
+
+__all__ = ["MAPPING", "PLACEHOLDER_PREFIX", "Issue", "Report", "convert", "is_comfyui", "load",
+           "open_workflow", "read", "runnable_targets"]
