@@ -350,24 +350,12 @@ def _timed(fn) -> float:
 
 
 def _big_ui_file(n: int) -> dict:
-    """Chains of the default graph's nodes, n in all, in the UI format."""
-    base = json.loads((DATA / "txt2img_ui.json").read_text())
-    nodes, links = [], []
-    per = len(base["nodes"])
-    for k in range(n // per + 1):
-        off = 100 * k
-        for nd in base["nodes"]:
-            nd = json.loads(json.dumps(nd))
-            nd["id"] += off
-            nd["pos"] = [nd["pos"][0] + 2000 * k, nd["pos"][1]]
-            for i in nd.get("inputs", []):
-                i["link"] = i["link"] + off if i.get("link") else i.get("link")
-            nodes.append(nd)
-        for l in base["links"]:
-            links.append([l[0] + off, l[1] + off, l[2], l[3] + off, l[4], l[5]])
-    keep = {nd["id"] for nd in nodes[:n]}
-    return {**base, "nodes": nodes[:n],
-            "links": [l for l in links if l[1] in keep and l[3] in keep]}
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_comfyui", ROOT / "bench" / "comfyui.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench.big_ui_file(n)
 
 
 # ---- the command line ---------------------------------------------------------------------

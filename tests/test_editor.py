@@ -574,3 +574,42 @@ def test_runner_delivers_the_newest_progress_per_node_and_every_other_event(qtbo
     runner.drain()
     runner.current = None
     assert got == [("progress", "a", 5), ("progress", "b", 5), ("node_finished", "a", None)]
+
+
+def test_comfyui_files_open_converted_with_their_report(qtbot, window, tmp_path):
+    """File → Open and drag-and-drop take ComfyUI JSON and PNGs; what did not carry is
+    listed under Problems; Save asks for a new name instead of overwriting the ComfyUI
+    file."""
+    import os
+
+    from PIL import Image, PngImagePlugin
+
+    data = Path(__file__).parent / "data" / "comfyui"
+    win = window
+    assert win.open_path(data / "custom_nodes_ui.json", ask=False)
+    assert win.doc.path is None and win.import_report is not None
+    assert win.doc.graph.nodes["10"].type == "comfyui:Seed (rgthree)"
+    rows = [win.problems.item(i).text() for i in range(win.problems.count())]
+    assert any("Seed (rgthree)" in r for r in rows)
+    assert any("ComfyUI import" in r and "bislerp" in r for r in rows)
+    assert "placeholders" in win.statusBar().currentMessage()
+    assert not win.docks["problems"].visibleRegion().isEmpty()  # raised over Outputs
+    win.scene.nodes["10"]  # the placeholder is drawn
+    win.fit_all()
+    qtbot.wait(50)
+    folder = Path(os.environ.get("LOOM_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    assert win.grab().save(str(folder / "editor-comfyui.png"))
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("workflow", (data / "structural_ui.json").read_text())
+    info.add_text("prompt", (data / "txt2img_api.json").read_text())
+    png = tmp_path / "ComfyUI_00001_.png"
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+    win.doc.undo.setClean()
+    win.drop_files([png], QPointF(0, 0))
+    assert win.doc.graph.nodes["14"].type == "note"  # the UI workflow, not the prompt
+    assert win.doc.graph.nodes["12"].mode == "bypassed"
+    assert not any(n.type == "load_image" for n in win.doc.graph)
+    win.new_workflow()
+    assert win.import_report is None and win.problems.count() <= 1

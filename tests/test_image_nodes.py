@@ -243,3 +243,73 @@ def test_composite_feather_stays_inside_the_mask(reg):
     assert torch.equal(out[..., 8, 8], src[..., 8, 8])  # the middle is all source
     edge = out[..., 4, 8]
     assert not torch.equal(edge, src[..., 4, 8]) and not torch.equal(edge, dst[..., 4, 8])
+
+
+# ---- image and mask utilities added for ComfyUI workflows ----------------------------------
+
+def run_one(type_id, **values):
+    from engine import Executor, Graph
+
+    g = Graph()
+    wires = {k: v for k, v in values.items() if isinstance(v, tuple)}
+    params = {k: v for k, v in values.items() if not isinstance(v, tuple)}
+    ids = {}
+    for name, (src_type, src_values) in wires.items():
+        ids[name] = g.add(src_type, **src_values)
+    node = g.add(type_id, "x", **params, **{k: ids[k][ids[k].outputs[0]] for k in wires})
+    r = Executor().run(g, [node.id])
+    assert r.ok, r.failures
+    return r["x"]
+
+
+def test_mask_composite_feather_empty_image_invert_and_megapixels():
+    import torch
+
+    dst = ("solid_mask", {"value": 0.0, "width": 8, "height": 8})
+    src = ("solid_mask", {"value": 1.0, "width": 4, "height": 4})
+    m = run_one("mask_composite", destination=dst, source=src, x=6, y=-2, operation="add")["mask"]
+    assert m.sum().item() == 4 and m[0, 0, :2, 6:].eq(1).all()  # clipped at the edges
+    half = ("solid_mask", {"value": 0.5, "width": 8, "height": 8})
+    assert run_one("mask_composite", destination=half, source=src, operation="subtract")[
+        "mask"][0, 0, 0, 0] == 0
+    x = run_one("mask_composite", destination=half, source=src, operation="xor")["mask"]
+    assert x[0, 0, 1, 1] == 1 and x[0, 0, 7, 7] == 0.5  # 0.5 is "off" for logic; outside kept
+    f = run_one("feather_mask", mask=("solid_mask", {"value": 1.0, "width": 8, "height": 4}),
+                left=4)["mask"]
+    assert torch.allclose(f[0, 0, 0, :5], torch.tensor([0.25, 0.5, 0.75, 1.0, 1.0]))
+    img = run_one("empty_image", width=5, height=3, batch_size=2, color="#ff8000")["image"]
+    assert img.shape == (2, 3, 3, 5)
+    assert img[0, :, 0, 0].tolist() == pytest.approx([1.0, 128 / 255, 0.0])
+    inv = run_one("invert_image", image=("empty_image", {"width": 2, "height": 2,
+                                                         "color": "#ff8000"}))["image"]
+    assert torch.allclose(inv[0, :, 0, 0], torch.tensor([0.0, 1 - 128 / 255, 1.0]))
+    big = run_one("scale_to_megapixels", image=("empty_image", {"width": 200, "height": 100}),
+                  megapixels=0.5)["image"]
+    assert abs(big.shape[-1] * big.shape[-2] - 0.5 * 1024 * 1024) < 2000
+    assert big.shape[-1] == 2 * big.shape[-2]
+    shown = run_one("preview_mask", mask=half)
+    assert shown["ui"]["images"].shape == (1, 3, 8, 8)
+
+
+def test_soft_light_blend_keeps_black_white_and_grey_identity():
+    import torch
+
+    from nodes.image import _blend
+
+    a = torch.linspace(0, 1, 11).view(1, 1, 1, 11).repeat(1, 3, 1, 1)
+    assert torch.allclose(_blend(a, torch.full_like(a, 0.5), "soft_light"), a)
+    darker = _blend(a, torch.zeros_like(a), "soft_light")
+    lighter = _blend(a, torch.ones_like(a), "soft_light")
+    assert (darker <= a + 1e-6).all() and (lighter >= a - 1e-6).all()
+
+
+def test_notes_never_run():
+    from engine import Executor, Graph
+
+    g = Graph()
+    g.add("note", "n", text="hello", markdown=True)
+    m = g.add("solid_mask", "m")
+    g.add("preview_mask", "p", mask=g.add("invert_mask", "i", mask=m["mask"])["mask"])
+    assert g.output_nodes() == ["p"]
+    r = Executor().run(g)
+    assert r.ok and "n" not in r.computed and "p" in r.computed

@@ -312,6 +312,8 @@ class MainWindow(QMainWindow):
                 f"{report.placeholder_count} kept as placeholders, "
                 f"{len(report.values) + len(report.links) + len(report.models)} issue(s) "
                 "listed under Problems", 15000)
+            if self.problems.count():
+                self.docks["problems"].raise_()  # what did not carry, in view at once
             return True
         unknown = sorted({n.type for n in graph if self.registry.get(n.type) is None})
         if unknown:

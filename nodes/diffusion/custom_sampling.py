@@ -104,9 +104,10 @@ class SigmaModel:
 
 
 def run_sigmas(ctx, guider: Guider, sampler: str, sigmas: Any, latent: Latent,
-               noise: Noise) -> tuple[Latent, Latent]:
+               noise: Noise, start_scale: float | None = None) -> tuple[Latent, Latent]:
     """Denoise `latent` along `sigmas` (from sigmas[0] down to sigmas[-1]); returns the
-    result and the model's last estimate of the clean latent."""
+    result and the model's last estimate of the clean latent. `start_scale` scales the
+    starting noise (default: sigmas[0], or sqrt(1 + sigma^2) from the model's top level)."""
     import torch
 
     if sampler not in SIGMA_SAMPLERS:
@@ -130,7 +131,12 @@ def run_sigmas(ctx, guider: Guider, sampler: str, sigmas: Any, latent: Latent,
         first = make_noise(samples.shape, gens, device, torch.float32)
     else:
         first = torch.zeros_like(samples)
-    x = samples + first * float(sigmas[0])
+    s0 = float(sigmas[0])
+    if start_scale is None:
+        # from the model's top noise level the start is pure noise of unit variance in the
+        # model's input space (as ComfyUI starts): scale by sqrt(1 + sigma^2)
+        start_scale = math.sqrt(1 + s0 * s0) if s0 >= sm.sigma_max * (1 - 1e-4) else s0
+    x = samples + first * start_scale
     mask = predict.mask.float() if predict.mask is not None and not predict.inpaint_unet \
         else None
     total = len(sigmas) - 1
@@ -223,14 +229,17 @@ class AdvancedSampler(Node):
     def run(self, ctx, model, positive, negative, latent, add_noise=True, seed=0, steps=20,
             cfg=7.0, sampler="euler", scheduler="normal", start_at_step=0, end_at_step=10000,
             return_with_leftover_noise=False, control_after_run="fixed"):
-        whole = start_at_step == 0 and end_at_step >= steps and add_noise
+        if start_at_step == 0 and end_at_step >= steps and add_noise:  # the Sampler's job
+            return {"latent": sample(ctx, model, positive, negative, latent, seed, steps,
+                                     cfg, sampler, scheduler, 1.0)}
         if sampler not in SIGMA_SAMPLERS:
-            if whole:
-                return {"latent": sample(ctx, model, positive, negative, latent, seed, steps,
-                                         cfg, sampler, scheduler, 1.0)}
             raise InputError("sampler", f"one of {', '.join(SIGMA_SAMPLERS)} when sampling "
                              "part of the schedule", sampler)
-        sigmas = schedule_sigmas(ctx, model, scheduler, steps)
+        sched = _scheduler(ctx, model, scheduler)
+        sched.set_timesteps(steps)
+        sigmas = sched.sigmas.float().cpu().clone()
+        # from step 0 the noise is scaled as the Sampler scales it, so the two agree
+        start_scale = float(sched.init_noise_sigma) if start_at_step == 0 else None
         if end_at_step < steps:
             sigmas = sigmas[:end_at_step + 1]
             if not return_with_leftover_noise:
@@ -239,7 +248,7 @@ class AdvancedSampler(Node):
         if len(sigmas) < 2:
             return {"latent": latent}
         out, _ = run_sigmas(ctx, Guider(model, positive, negative, cfg), sampler, sigmas,
-                            latent, Noise(seed if add_noise else None))
+                            latent, Noise(seed if add_noise else None), start_scale)
         return {"latent": out}
 
 
