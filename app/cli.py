@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--json", action="store_true", help="print the report as JSON")
     im.set_defaults(func=cmd_import)
 
+    ex = sub.add_parser("export", help="write a workflow in ComfyUI's API format (to queue it "
+                        "on a ComfyUI server); only nodes ComfyUI has can be exported")
+    ex.add_argument("workflow")
+    ex.add_argument("-o", "--output", metavar="OUT.json", help="write here (default: stdout)")
+    ex.set_defaults(func=cmd_export)
+
     n = sub.add_parser("nodes", help="list every node type")
     n.add_argument("--json", action="store_true")
     n.set_defaults(func=cmd_nodes)
@@ -336,6 +342,24 @@ def cmd_import(args) -> int:
             _err(f"cannot write {args.output}: {exc.strerror or exc}")
             return EXIT_FAILED
         print(f"wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from engine.comfyui import ExportError, to_api
+    from engine.fsutil import atomic_write
+
+    graph = _load(args.workflow, quiet=True)
+    try:
+        prompt = to_api(graph)
+    except ExportError as exc:
+        _err(str(exc))
+        return EXIT_INVALID
+    text = json.dumps(prompt, indent=2, ensure_ascii=False) + "\n"
+    if args.output:
+        atomic_write(args.output, text.encode("utf-8"))
+    else:
+        print(text, end="")
     return EXIT_OK
 
 

@@ -14,10 +14,11 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-KINDS = ("checkpoints", "diffusers", "loras", "vae", "controlnet", "upscale_models", "hair")
+KINDS = ("checkpoints", "diffusers", "loras", "vae", "controlnet", "upscale_models", "hair",
+         "diffusion_models")
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 # ComfyUI's extra_model_paths.yaml keys that differ from ours
-_COMFY_KEYS = {"unet": "checkpoints", "diffusion_models": "checkpoints",
+_COMFY_KEYS = {"unet": "diffusion_models", "diffusion_models": "diffusion_models",
                "upscale_models": "upscale_models", "controlnet": "controlnet",
                "t2i_adapter": "controlnet", "loras": "loras", "vae": "vae",
                "checkpoints": "checkpoints", "diffusers": "diffusers"}

@@ -22,6 +22,7 @@ REQUIRED: Any = _Required()
 SEED_MAX = 2**64 - 1
 # File kinds that name models: fingerprinted by path, size and mtime instead of contents.
 MODEL_KINDS = frozenset({"checkpoints", "diffusers", "loras", "vae", "controlnet",
+                         "diffusion_models",
                          "upscale_models", "hair", "model"})
 
 

@@ -427,3 +427,87 @@ def test_converted_fixtures_run_end_to_end(name, comfy_executor, builtin_registr
         im = Image.open(f)
         assert min(im.size) >= 64
         assert len(np.unique(np.asarray(im.convert("L")))) > 8  # a picture, not a flat fill
+
+
+@pytest.mark.slow
+def test_sdxl_base_and_refiner_graph_runs_on_tiny_sdxl(comfy_executor, builtin_registry):
+    """The SDXL base + refiner file, its checkpoints pointed at the tiny SDXL fixture:
+    SDXL text encoders, and KSamplerAdvanced handing a noisy latent to a second pass."""
+    executor, folders, _ = comfy_executor
+    doc = json.loads((DATA / "sdxl_refiner_api.json").read_text())
+    for nid in ("4", "12"):
+        doc[nid]["inputs"]["ckpt_name"] = "tiny-sdxl.safetensors"
+    doc["5"]["inputs"].update(width=64, height=64)
+    for nid, (start, end) in (("10", (0, 3)), ("11", (3, 10000))):
+        doc[nid]["inputs"].update(steps=5, start_at_step=start, end_at_step=end)
+    graph, report = convert(doc, registry=builtin_registry, models=folders)
+    assert not report.models and not report.values
+    result = executor.run(graph, ["17"])
+    assert result.ok, result.failures
+    assert result["17"]["image"].shape == (1, 3, 64, 64)
+
+
+# ---- export back to the API format ------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["txt2img_api", "img2img_api", "inpaint_api",
+                                  "controlnet_canny_api", "upscale_model_api",
+                                  "custom_sampling_api", "sdxl_refiner_api", "subgraph_api",
+                                  "groupnode_api"])
+def test_api_files_export_back_as_they_were(name, builtin_registry):
+    from engine.comfyui import to_api
+
+    original = json.loads((DATA / f"{name}.json").read_text())
+    graph, report = convert(original, registry=builtin_registry)
+    assert not report.values
+    exported = to_api(graph)
+    assert set(exported) == set(original)
+    for nid, entry in original.items():
+        got = exported[nid]
+        assert got["class_type"] == entry["class_type"], nid
+        assert got["inputs"] == entry["inputs"], (nid, got["inputs"], entry["inputs"])
+    # and converting the export gives the same Loom graph
+    again, _ = convert(exported, registry=builtin_registry)
+    assert canonical(again) == canonical(graph)
+
+
+def test_export_leaves_out_muted_bypassed_and_notes_and_refuses_loom_only_settings(
+        builtin_registry):
+    from engine.comfyui import ExportError, to_api
+
+    graph, _ = load(DATA / "structural_ui.json", registry=builtin_registry)
+    api = to_api(graph)
+    assert set(api) == {"3", "4", "5", "6", "7", "8", "9"}
+    assert api["9"]["inputs"]["images"] == ["8", 0]  # through the bypassed Invert
+    assert api["3"]["inputs"]["seed"] == 1234 and api["7"]["inputs"]["clip"] == ["4", 1]
+    assert api["6"]["_meta"]["title"] == "Positive"
+    graph.set_param("8", "tiled", True)
+    assert to_api(graph)["8"]["class_type"] == "VAEDecodeTiled"
+    for name in ("shapes_txt2img", "shapes_controlnet", "shapes_inpaint", "shapes_hires_fix",
+                 "controlnet_canny", "upscale_model"):
+        g = wf.load(ROOT / "resources" / "workflows" / f"{name}.json", builtin_registry)
+        api = to_api(g)
+        assert set(api) == {n.id for n in g if n.mode == "active" and n.type not in
+                            ("note", "int", "float", "string", "bool", "seed")}, name
+        back, report = convert(api, registry=builtin_registry)
+        assert not report.values and not report.placeholders, name
+    from engine import Graph
+
+    g = Graph(builtin_registry)
+    img = g.add("empty_image", "img", width=8, height=8)
+    g.add("tiled_sampler", "t")  # no ComfyUI counterpart
+    g.add("resize_image", "r", image=img["image"], fit="fit")
+    with pytest.raises(ExportError) as err:
+        to_api(g)
+    text = str(err.value)
+    assert "t: Tiled Sampler has no ComfyUI counterpart" in text
+    assert "r.fit" in text
+
+
+def test_loom_export_command(tmp_path):
+    out = tmp_path / "api.json"
+    r = loom("export", str(DATA / "txt2img_ui.json"), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    api = json.loads(out.read_text())
+    assert api["3"]["class_type"] == "KSampler" and api["3"]["inputs"]["steps"] == 6
+    r = loom("export", str(ROOT / "resources" / "workflows" / "tiled_refine_4x.json"))
+    assert r.returncode == 2 and "no ComfyUI counterpart" in r.stderr

@@ -241,3 +241,42 @@ def test_inpaint_model_conditioning(model_executor):
           denoise=0.7)
     out = latent_of(model_executor, g, "c")
     assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
+
+
+def test_a_unet_on_its_own_samples_like_the_checkpoint(tiny_models, tmp_path):
+    """ComfyUI's UNETLoader: the tiny SD 1.5 UNet as an original-layout single file and as
+    a diffusers folder in diffusion_models/, with the checkpoint's CLIP and VAE."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from engine import Executor
+    from engine.modelpaths import ModelFolders
+    from engine.runtime.models import ModelManager
+
+    folder = tmp_path / "diffusion_models"
+    folder.mkdir()
+    full = load_file(tiny_models / "checkpoints" / "tiny-sd15.safetensors")
+    save_file({k: v for k, v in full.items() if k.startswith("model.diffusion_model.")},
+              folder / "tiny-unet.safetensors")
+    shutil.copytree(tiny_models / "checkpoints" / "tiny-sd15.config",
+                    folder / "tiny-unet.config")
+    shutil.copytree(tiny_models / "diffusers" / "tiny-sd15" / "unet", folder / "tiny-unet-dir")
+    executor = Executor(models=ModelManager(paths=ModelFolders(
+        [tiny_models, tmp_path], use_env=False, use_config=False)))
+    g = Graph()
+    ck, pos, neg, lat = base(g)
+    common = dict(positive=pos["conditioning"], negative=neg["conditioning"],
+                  latent=lat["latent"], seed=4, steps=3, cfg=5.0)
+    g.add("sampler", "ref", model=ck["model"], **common)
+    for name in ("tiny-unet.safetensors", "tiny-unet-dir"):
+        u = g.add("load_diffusion_model", unet_name=name)
+        g.add("sampler", f"s-{name}", model=u["model"], **common)
+    ref = latent_of(executor, g, "ref")
+    assert close(latent_of(executor, g, "s-tiny-unet.safetensors"), ref)
+    assert close(latent_of(executor, g, "s-tiny-unet-dir"), ref)
+    bad = folder / "not-a-unet.safetensors"
+    save_file({"foo.weight": torch.zeros(2)}, bad)
+    g.add("load_diffusion_model", "bad", unet_name="not-a-unet.safetensors")
+    r = executor.run(g, ["bad"])
+    assert not r.ok and "Flux" in (r.failures["bad"].hint or "")

@@ -18,7 +18,8 @@ from .convert import (
     read,
     runnable_targets,
 )
+from .export import ExportError, to_api
 from .table import MAPPING
 
-__all__ = ["MAPPING", "PLACEHOLDER_PREFIX", "Issue", "Report", "convert", "is_comfyui", "load",
-           "open_workflow", "read", "runnable_targets"]
+__all__ = ["MAPPING", "PLACEHOLDER_PREFIX", "ExportError", "Issue", "Report", "convert",
+           "is_comfyui", "load", "open_workflow", "read", "runnable_targets", "to_api"]

@@ -33,7 +33,8 @@ MODEL_PARAMS = {("load_checkpoint", "ckpt_name"): ("checkpoints", "diffusers"),
                 ("load_vae", "vae_name"): ("vae",),
                 ("load_lora", "lora_name"): ("loras",),
                 ("load_controlnet", "control_net_name"): ("controlnet",),
-                ("load_upscale_model", "upscale_model_name"): ("upscale_models",)}
+                ("load_upscale_model", "upscale_model_name"): ("upscale_models",),
+                ("load_diffusion_model", "unet_name"): ("diffusion_models",)}
 
 
 @dataclass

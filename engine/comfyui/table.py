@@ -197,6 +197,9 @@ MAPPING: dict[str, Map] = {
                                 outputs=("control_net",),
                                 values={"control_net_name": model_name}, ignore={"model": None},
                                 title="Load ControlNet Model (diff)"),
+    "UNETLoader": Map("load_diffusion_model", ("unet_name", "weight_dtype"), outputs=("model",),
+                      values={"unet_name": model_name}, ignore={"weight_dtype": "default"},
+                      title="Load Diffusion Model"),
     "UpscaleModelLoader": Map("load_upscale_model", ("model_name",),
                               inputs={"model_name": "upscale_model_name"},
                               outputs=("upscale_model",), values={"model_name": model_name},
@@ -367,8 +370,6 @@ KNOWN_MISSING = {
     "unCLIPCheckpointLoader": "Loom has no unCLIP nodes yet",
     "GLIGENLoader": "Loom has no GLIGEN nodes yet",
     "GLIGENTextBoxApply": "Loom has no GLIGEN nodes yet",
-    "UNETLoader": "Loom loads whole checkpoints; a separate diffusion model file (Flux, SD3 "
-                  "and the like) has no loader yet",
     "CLIPLoader": "Loom loads text encoders from checkpoints only",
     "DualCLIPLoader": "Loom loads text encoders from checkpoints only",
 }

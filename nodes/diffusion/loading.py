@@ -192,3 +192,68 @@ def load_components(path: Path, torch_dtype: Any = None) -> Components:
     return Components(family, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,
                       dict(pipe.scheduler.config), getattr(pipe, "text_encoder_2", None),
                       getattr(pipe, "tokenizer_2", None))
+
+
+UNET_PREFIXES = ("model.diffusion_model.", "unet.")
+
+
+def load_unet_only(path: Path, torch_dtype: Any = None) -> Components:
+    """A UNet without text encoders or VAE (ComfyUI's diffusion_models/): a diffusers unet
+    folder, or a single file in the original layout (with or without the
+    `model.diffusion_model.` prefix) or in diffusers' layout."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    quiet()
+    if path.is_dir():
+        folder = path / "unet" if (path / "unet" / "config.json").is_file() else path
+        if not (folder / "config.json").is_file():
+            raise InputError("unet_name", "a diffusers UNet folder (with config.json)",
+                             path.name)
+        unet = UNet2DConditionModel.from_pretrained(folder, local_files_only=True,
+                                                    **_dtype(torch_dtype))
+        family = _unet_family(unet.config)
+    else:
+        sd = read_state_dict(path)
+        for prefix in UNET_PREFIXES:
+            if any(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        ldm = "input_blocks.0.0.weight" in sd
+        family = detect_family({"model.diffusion_model." + k: v for k, v in sd.items()}) \
+            if ldm else None
+        if family is None and not ldm and "conv_in.weight" in sd:
+            family = {768: "sd15", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}.get(
+                sd[next(k for k in sd if k.endswith("attn2.to_k.weight"))].shape[1])
+            if family and sd["conv_in.weight"].shape[1] == 9:
+                family += "_inpaint"
+        if family is None or family not in SUPPORTED:
+            raise InputError("unet_name", "the UNet of a Stable Diffusion 1.x, 2.x or SDXL "
+                             "model", path.name,
+                             hint="Loom does not run other architectures (Flux, SD3, ...)")
+        config = json.loads(_unet_config(path, family).read_text())
+        if ldm:
+            from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+            sd = convert_ldm_unet_checkpoint(
+                {"model.diffusion_model." + k: v for k, v in sd.items()}, config)
+        unet = UNet2DConditionModel.from_config(config)
+        result = unet.load_state_dict(sd, strict=False)
+        if result.missing_keys:
+            raise InputError("unet_name", f"a complete {family} UNet", path.name,
+                             hint=f"{len(result.missing_keys)} weights missing, e.g. "
+                             f"{result.missing_keys[0]}")
+        unet.to(torch_dtype or torch.float32)
+    unet.requires_grad_(False).eval()
+    sched = json.loads((config_folder_for(path, family) / "scheduler" /
+                        "scheduler_config.json").read_text())
+    return Components(family, unet, None, None, None, sched)
+
+
+def _unet_family(config: Any) -> str:
+    cross = config.cross_attention_dim
+    fam = {768: "sd15", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}.get(cross, "sd15")
+    return fam + "_inpaint" if config.in_channels == 9 else fam
+
+
+def _unet_config(path: Path, family: str) -> Path:
+    return config_folder_for(path, family) / "unet" / "config.json"

@@ -55,6 +55,18 @@ def components(ctx, ref: ModelRef) -> Any:
 
     if ref.key.startswith("vae:"):
         return manager.get(ref.key, lambda: _load_vae(Path(ref.source), ref.family, choice))
+    if ref.key.startswith("unet:"):
+        from .loading import load_unet_only
+
+        def load_unet():
+            import torch
+
+            return load_unet_only(Path(ref.source), getattr(torch, choice.dtype))
+
+        base = manager.get(ref.key, load_unet)
+        from .lora import patched
+
+        return patched(ctx, ref, base)
     base = manager.get(ref.key, load)
     from .lora import patched
 
@@ -171,4 +183,21 @@ class LoadVAE(Node):
         return {"vae": ref}
 
 
-NODES = (LoadCheckpoint, LoadVAE)
+class LoadDiffusionModel(Node):
+    type = "load_diffusion_model"
+    title = "Load Diffusion Model"
+    category = "loaders"
+    description = ("A UNet on its own (SD 1.x, 2.x or SDXL; a single file in original or "
+                   "diffusers layout, or a diffusers unet folder) from diffusion_models/. "
+                   "Pair it with a checkpoint's CLIP and VAE.")
+    inputs = (String("unet_name", "", file="diffusion_models"),)
+    outputs = (Output("model", T.model),)
+
+    def run(self, ctx, unet_name):
+        path = find(ctx, "diffusion_models", unet_name, "unet_name")
+        key = model_key("unet", path, ctx.models.device.dtype)
+        comps = components(ctx, ModelRef("MODEL", "", str(path), key))
+        return {"model": ModelRef("MODEL", comps.family, str(path), key)}
+
+
+NODES = (LoadCheckpoint, LoadVAE, LoadDiffusionModel)

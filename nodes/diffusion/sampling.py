@@ -369,7 +369,7 @@ def _sdxl_added(comps, positive, negative, shape, batch, guided, device, dtype) 
     import torch
 
     h, w = shape[-2] * 8, shape[-1] * 8
-    refiner = comps.text_encoder is None
+    refiner = comps.family.startswith("sdxl_refiner")
     if refiner:
         pos_ids = [h, w, 0, 0, positive.extra.get("aesthetic_score", 6.0)]
         neg_ids = [h, w, 0, 0, negative.extra.get("aesthetic_score", 2.5)]
