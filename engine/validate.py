@@ -132,10 +132,13 @@ def analyze(graph: Graph, targets: Iterable[str] | None = None
         node = graph.nodes[nid]
         cls = reg.get(node.type)
         if cls is None:
-            problems.append(Problem(
-                f"unknown node type {node.type!r}: kept as a placeholder with all its data; "
-                "install the node package that provides it", node=nid, got=node.type,
-                code="unknown_type"))
+            if node.type.startswith("comfyui:"):  # from an imported ComfyUI workflow
+                why = (f"ComfyUI node {node.type[8:]!r} has no Loom counterpart: kept as a "
+                       "placeholder with all its data and links")
+            else:
+                why = (f"unknown node type {node.type!r}: kept as a placeholder with all its "
+                       "data; install the node package that provides it")
+            problems.append(Problem(why, node=nid, got=node.type, code="unknown_type"))
             continue
         if node.version > cls.version:
             problems.append(Problem(
