@@ -588,6 +588,7 @@ def test_comfyui_files_open_converted_with_their_report(qtbot, window, tmp_path)
     win = window
     assert win.open_path(data / "custom_nodes_ui.json", ask=False)
     assert win.doc.path is None and win.import_report is not None
+    assert win.windowTitle().startswith("custom_nodes_ui.json (from ComfyUI)")
     assert win.doc.graph.nodes["10"].type == "comfyui:Seed (rgthree)"
     rows = [win.problems.item(i).text() for i in range(win.problems.count())]
     assert any("Seed (rgthree)" in r for r in rows)

@@ -239,6 +239,8 @@ class MainWindow(QMainWindow):
     # ---- title, recent files ---------------------------------------------------------------
     def update_title(self) -> None:
         name = self.doc.path.name if self.doc.path else "Untitled"
+        if self.doc.path is None and self.import_report is not None:
+            name = f"{Path(self.import_report.file).name} (from ComfyUI)"
         self.setWindowModified(self.doc.dirty)
         self.setWindowTitle(f"{name}[*] — Loom")
 
