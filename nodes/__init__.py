@@ -8,7 +8,7 @@ from engine.registry import Registry
 
 
 def register(registry: Registry) -> None:
-    from . import diffusion, image, mask, preprocess, primitives, upscale
+    from . import diffusion, hair, image, mask, preprocess, primitives, upscale
 
-    for module in (primitives, image, mask, preprocess, diffusion, upscale):
+    for module in (primitives, image, mask, preprocess, diffusion, upscale, hair):
         registry.register_all(module.NODES)

@@ -77,6 +77,11 @@ class LoadControlNet(Node):
 def controlnet(ctx, ref: ModelRef) -> Any:
     import torch
 
+    if ref.kind == "LATENT_CONTROL":  # a part of a hair model (Latent ControlNet)
+        from ..hair import hair_models
+
+        return hair_models(ctx, ref)[ref.get("part")]
+
     dtype = getattr(torch, ctx.models.device.dtype)
     return ctx.models.get(ref.key, lambda: load_controlnet(Path(ref.source), dtype))
 
@@ -159,7 +164,11 @@ class ControlState:
                                  f"ControlNets for {family} models", f"one for {fam}",
                                  hint=f"{Path(h.control_net.source).name} was made for {fam}")
             img = h.image
-            if tuple(img.shape[-2:]) != size:
+            if getattr(cn, "latent_input", False):  # the condition is a latent already
+                if tuple(img.shape[-2:]) != (size[0] // 8, size[1] // 8):
+                    raise InputError("image", f"an image of {size[1]}x{size[0]} (the latent's "
+                                     "size)", f"{img.shape[-1] * 8}x{img.shape[-2] * 8}")
+            elif tuple(img.shape[-2:]) != size:
                 img = F.interpolate(img, size=size, mode="bilinear", align_corners=False,
                                     antialias=True)
             if img.shape[0] != batch:

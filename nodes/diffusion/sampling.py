@@ -76,7 +76,7 @@ def preview_image(latents: Any, family: str) -> Any:
 
 def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int, cfg: float,
            sampler: str, scheduler: str, denoise: float,
-           tile: tuple[int, int, int] | None = None) -> Latent:
+           tile: tuple[int, int, int] | None = None, hooks: tuple = ()) -> Latent:
     """The denoising loop. `tile` = (height, width, overlap) in latent units denoises
     overlapping tiles at every step and blends their predictions (MultiDiffusion), so any
     size runs in the memory of one tile."""
@@ -98,7 +98,7 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
             sched.set_begin_index(t_start * sched.order)
         if len(timesteps) == 0:
             return latent
-    predict = Predictor(ctx, model, comps, positive, negative, cfg, latent, tile)
+    predict = Predictor(ctx, model, comps, positive, negative, cfg, latent, tile, hooks)
     dtype = predict.dtype
     gens = [generator_for(seed, i) for i in (latent.batch_index or tuple(range(batch)))]
     noise = make_noise(samples.shape, gens, device, dtype)
@@ -153,12 +153,15 @@ class Predictor:
     the model's output (noise or v) with guidance applied."""
 
     def __init__(self, ctx, model, comps, positive, negative, cfg: float, latent: Latent,
-                 tile: tuple[int, int, int] | None = None):
+                 tile: tuple[int, int, int] | None = None, hooks: tuple = ()):
         import torch
 
         from .controlnet import ControlState
 
         self.ctx, self.model, self.comps, self.cfg = ctx, model, comps, cfg
+        # called as hook(x, t, encoder_hidden_states) before each UNet call (a guided batch
+        # is [negative, positive]): e.g. hair transfer runs its reference UNet there
+        self.hooks = tuple(hooks)
         self.unet = unet = comps.unet
         manager = ctx.models
         self.device = device = manager.device.torch_device()
@@ -251,6 +254,8 @@ class Predictor:
         return pred / weight
 
     def _unet(self, x, t, emb, added, down, mid):
+        for hook in self.hooks:
+            hook(x, t, emb)
         return self.unet(x, t, encoder_hidden_states=emb, added_cond_kwargs=added,
                          down_block_additional_residuals=down,
                          mid_block_additional_residual=mid, return_dict=False)[0]
