@@ -273,12 +273,9 @@ json_values = st.recursive(
     max_leaves=30)
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(doc=json_values, seed_doc=st.sampled_from(["txt2img_ui", "txt2img_api",
-                                                  "subgraph_ui", "groupnode_ui",
-                                                  "structural_ui", "custom_nodes_ui"]),
-       where=st.integers(0, 40))
+@given(doc=json_values, seed_doc=st.sampled_from(FIXTURES), where=st.integers(0, 400))
 def test_any_json_converts_or_fails_cleanly(doc, seed_doc, where, builtin_registry):
     """Arbitrary JSON, and real files with one part replaced by garbage: a graph and a
     report, or a WorkflowError; never another exception."""

@@ -273,12 +273,16 @@ def _is_api_link(v: Any) -> bool:
 
 def _link_tuple(ld: Any) -> tuple | None:
     """[id, src, src_slot, dst, dst_slot, type] or the object form -> a tuple of those."""
+    t = None
     if isinstance(ld, list) and len(ld) >= 5:
-        return tuple(ld[:5])
-    if isinstance(ld, dict) and all(k in ld for k in ("id", "origin_id", "origin_slot",
-                                                      "target_id", "target_slot")):
-        return (ld["id"], ld["origin_id"], ld["origin_slot"], ld["target_id"], ld["target_slot"])
-    return None
+        t = tuple(ld[:5])
+    elif isinstance(ld, dict) and all(k in ld for k in ("id", "origin_id", "origin_slot",
+                                                        "target_id", "target_slot")):
+        t = (ld["id"], ld["origin_id"], ld["origin_slot"], ld["target_id"], ld["target_slot"])
+    if t is None or not (_is_int(t[2]) and _is_int(t[4])) or any(
+            isinstance(v, (list, dict)) for v in (t[0], t[1], t[3])):
+        return None
+    return t
 
 
 def _from_ui(doc: dict[str, Any], report: Report) -> tuple[list[CNode], list[Any]]:
@@ -296,8 +300,8 @@ def _from_ui(doc: dict[str, Any], report: Report) -> tuple[list[CNode], list[Any
         links[str(t[0])] = (str(t[0]), str(t[1]), t[2], str(t[3]), t[4])
     # subgraphs (newer files) and legacy group nodes become plain nodes with namespaced ids
     defs = doc.get("definitions") if isinstance(doc.get("definitions"), dict) else {}
-    subgraphs = {sg["id"]: sg for sg in defs.get("subgraphs", []) or []
-                 if isinstance(sg, dict) and "id" in sg}
+    subgraphs = {sg["id"]: sg for sg in _list(defs.get("subgraphs"))
+                 if isinstance(sg, dict) and isinstance(sg.get("id"), str)}
     extra = doc.get("extra") if isinstance(doc.get("extra"), dict) else {}
     legacy = extra.get("groupNodes") if isinstance(extra.get("groupNodes"), dict) else {}
     nodes, links = _flatten(nodes, links, subgraphs, legacy, report)
@@ -313,7 +317,7 @@ def _from_ui(doc: dict[str, Any], report: Report) -> tuple[list[CNode], list[Any
             report.notes.append(f"duplicate node id {nid}; the second was skipped")
             continue
         node = CNode(nid, ctype, raw=nd, mode=_mode(nd.get("mode")),
-                     pos=_pos(nd.get("pos")), overrides=dict(nd.get("_overrides", {})))
+                     pos=_pos(nd.get("pos")), overrides=dict(_dict(nd.get("_overrides"))))
         if isinstance(nd.get("title"), str) and nd["title"] not in (
                 ctype, MAPPING[ctype].title if ctype in MAPPING else None):
             node.title = nd["title"]
@@ -322,10 +326,10 @@ def _from_ui(doc: dict[str, Any], report: Report) -> tuple[list[CNode], list[Any
             node.widgets = list(wv)
         elif isinstance(wv, dict):
             node.literals.update(wv)
-        for inp in nd.get("inputs") or []:
+        for inp in _list(nd.get("inputs")):
             if isinstance(inp, dict):
                 node.input_names.append(str(inp.get("name", "")))
-        for o in nd.get("outputs") or []:
+        for o in _list(nd.get("outputs")):
             node.output_names.append(str(o.get("name", "")) if isinstance(o, dict) else "")
         out[nid] = node
     for lid, (_, src, src_slot, dst, dst_slot) in links.items():
@@ -347,7 +351,7 @@ def _from_ui(doc: dict[str, Any], report: Report) -> tuple[list[CNode], list[Any
             continue
         d.links[d.input_names[dst_slot]] = (src, src_slot)
     report.nodes = len(out)
-    groups = [g for g in doc.get("groups", []) or [] if isinstance(g, dict)]
+    groups = [g for g in _list(doc.get("groups")) if isinstance(g, dict)]
     return _fold_structural(list(out.values()), report), groups
 
 
@@ -374,7 +378,7 @@ def _flatten(nodes: list[dict], links: dict[str, tuple], subgraphs: dict[str, An
                                 " was flattened into its nodes")
             changed = True
         elif isinstance(t, str) and (t.startswith("workflow/") or t.startswith("workflow>")) \
-                and t[9:] in legacy:
+                and isinstance(legacy.get(t[9:]), dict):
             flat += _expand_group_node(nd, legacy[t[9:]], links, report)
             report.notes.append(f"group node {t[9:]} (node {nd.get('id')}) was flattened")
             changed = True
@@ -389,7 +393,7 @@ def _expand_subgraph(inst: dict, sg: dict, links: dict[str, tuple], report: Repo
                      ) -> list[dict]:
     iid = str(inst.get("id"))
     base = _pos(inst.get("pos")) or (0.0, 0.0)
-    inner = [dict(n) for n in sg.get("nodes", []) if isinstance(n, dict)]
+    inner = [dict(n) for n in _list(sg.get("nodes")) if isinstance(n, dict)]
     ps = [_pos(n.get("pos")) or (0.0, 0.0) for n in inner]
     x0 = min((p[0] for p in ps), default=0.0)
     y0 = min((p[1] for p in ps), default=0.0)
@@ -398,10 +402,10 @@ def _expand_subgraph(inst: dict, sg: dict, links: dict[str, tuple], report: Repo
         by_old[str(n.get("id"))] = n
         n["id"] = f"{iid}:{n.get('id')}"
         n["pos"] = [base[0] + p[0] - x0, base[1] + p[1] - y0]
-        if inst.get("mode") in MODES and n.get("mode") not in MODES:
+        if _mode(inst.get("mode")) != "active" and _mode(n.get("mode")) == "active":
             n["mode"] = inst["mode"]
-        n["_overrides"] = dict(n.get("_overrides", {}))
-    inst_inputs = [i for i in inst.get("inputs") or [] if isinstance(i, dict)]
+        n["_overrides"] = {}
+    inst_inputs = [i for i in _list(inst.get("inputs")) if isinstance(i, dict)]
     # outer links into the instance, by its input slot; out of it, by output slot
     into = {l[4]: l for l in links.values() if l[3] == iid}
     outof: dict[int, list[tuple]] = {}
@@ -418,7 +422,7 @@ def _expand_subgraph(inst: dict, sg: dict, links: dict[str, tuple], report: Repo
     widget_inputs = [k for k, i in enumerate(inst_inputs) if i.get("widget")]
     promoted = {} if isinstance(proxies, list) else {
         k: widget_values[j] for j, k in enumerate(widget_inputs) if j < len(widget_values)}
-    for ld in sg.get("links", []) or []:
+    for ld in _list(sg.get("links")):
         t = _link_tuple(ld)
         if t is None:
             continue
@@ -449,7 +453,7 @@ def _expand_subgraph(inst: dict, sg: dict, links: dict[str, tuple], report: Repo
 
 
 def _input_name(node: dict, slot: Any) -> str | None:
-    inputs = [i for i in node.get("inputs") or [] if isinstance(i, dict)]
+    inputs = [i for i in _list(node.get("inputs")) if isinstance(i, dict)]
     if isinstance(slot, int) and 0 <= slot < len(inputs):
         return inputs[slot].get("name")
     return None
@@ -463,14 +467,16 @@ def _expand_group_node(inst: dict, cfg: dict, links: dict[str, tuple], report: R
     `external`), both in inner-node order."""
     iid = str(inst.get("id"))
     base = _pos(inst.get("pos")) or (0.0, 0.0)
-    inner = [dict(n) for n in cfg.get("nodes", []) if isinstance(n, dict)]
-    internal = [l for l in cfg.get("links", []) or [] if isinstance(l, list) and len(l) >= 4]
+    inner = [dict(n) for n in _list(cfg.get("nodes")) if isinstance(n, dict)]
+    internal = [l for l in _list(cfg.get("links")) if isinstance(l, list) and len(l) >= 4
+                and all(_is_int(v) for v in l[:4])]
     linked_in = {(l[2], l[3]) for l in internal}
     linked_out = {(l[0], l[1]) for l in internal}
-    external = {(e[0], e[1]) for e in cfg.get("external", []) or []
-                if isinstance(e, list) and len(e) >= 2}
+    external = {(e[0], e[1]) for e in _list(cfg.get("external"))
+                if isinstance(e, list) and len(e) >= 2 and _is_int(e[0]) and _is_int(e[1])}
     for k, n in enumerate(inner):
         idx = n.get("index", k)
+        idx = idx if _is_int(idx) else k
         n["_index"] = idx
         n["id"] = f"{iid}:{idx}"
         n["pos"] = [base[0] + 40 * k, base[1] + 60 * k]
@@ -487,10 +493,10 @@ def _expand_group_node(inst: dict, cfg: dict, links: dict[str, tuple], report: R
     in_slots: list[tuple[str, int]] = []
     out_slots: list[tuple[str, int]] = []
     for n in inner:
-        for s, _ in enumerate(n.get("inputs") or []):
+        for s, _ in enumerate(_list(n.get("inputs"))):
             if (n["_index"], s) not in linked_in:
                 in_slots.append((n["id"], s))
-        for s, _ in enumerate(n.get("outputs") or []):
+        for s, _ in enumerate(_list(n.get("outputs"))):
             if (n["_index"], s) not in linked_out or (n["_index"], s) in external:
                 out_slots.append((n["id"], s))
     for key, l in list(links.items()):
@@ -513,7 +519,7 @@ def _expand_group_node(inst: dict, cfg: dict, links: dict[str, tuple], report: R
     # the instance's widget values, split over the inner nodes in order
     values = inst.get("widgets_values")
     if isinstance(values, list) and values:
-        sizes = [len(n.get("widgets_values") or []) for n in inner]
+        sizes = [len(_list(n.get("widgets_values"))) for n in inner]
         if sum(sizes) == len(values):
             pos = 0
             for n, size in zip(inner, sizes):
@@ -769,6 +775,18 @@ def _layout(graph: Graph) -> None:
         col = depth.get(nid, 0)
         graph.nodes[nid].pos = (col * 320.0, rows[col] * 220.0)
         rows[col] += 1
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _mode(v: Any) -> str:
