@@ -200,3 +200,28 @@ def test_example_workflow_runs(tiny_models, hair_root, tmp_path):
     assert r.ok, r.failures
     assert len(r.files) == 1 and Image.open(r.files[0]).size == (64, 64)
     assert json.loads(json.dumps(wf.to_dict(g)))  # still a plain workflow
+
+
+def test_transfer_reports_each_step_with_a_preview_and_stops_when_cancelled(
+        executor, hair_root, events):
+    from engine import CancelToken
+
+    events.attach(executor)
+    g = hair_graph(hair_root)
+    g.set_param("hair", "steps", 6)
+    assert executor.run(g, ["hair"]).ok
+    steps = [e for e in events.named("progress") if e.node == "hair" and e.total == 6]
+    # progress is coalesced for busy listeners: steps rise to the last; previews come along
+    assert len(steps) >= 2 and steps[-1].step == 6
+    assert [e.step for e in steps] == sorted({e.step for e in steps})
+    assert any(e.preview is not None for e in steps)
+    token = CancelToken()
+    events.clear()
+    executor.events.subscribe(
+        lambda e: token.cancel() if e.event == "progress" and e.node == "hair"
+        and e.total == 6 else None)
+    g.set_param("hair", "seed", 123)
+    r = executor.run(g, ["hair"], cancel=token)
+    assert r.status == "cancelled"
+    assert max(e.step for e in events.named("progress")
+               if e.node == "hair" and e.total == 6) < 6
