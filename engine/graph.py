@@ -130,17 +130,11 @@ class Graph:
 
     def downstream(self, node_id: str) -> set[str]:
         """Every node that depends on `node_id` (not including itself)."""
-        children: dict[str, list[str]] = {}
-        for l in self.links.values():
-            children.setdefault(l.src, []).append(l.dst)
-        seen: set[str] = set()
-        stack = [node_id]
-        while stack:
-            for c in children.get(stack.pop(), ()):
-                if c not in seen:
-                    seen.add(c)
-                    stack.append(c)
-        return seen
+        return _reachable(node_id, ((l.src, l.dst) for l in self.links.values()))
+
+    def upstream(self, node_id: str) -> set[str]:
+        """Every node that `node_id` depends on (not including itself)."""
+        return _reachable(node_id, ((l.dst, l.src) for l in self.links.values()))
 
     # ---- edits ---------------------------------------------------------------------------
     def new_id(self, prefix: str = "n") -> str:
@@ -282,6 +276,21 @@ class Graph:
         if len(order) != len(ids):
             raise GraphError("the graph has a cycle")
         return order
+
+
+def _reachable(start: str, edges: Iterable[tuple[str, str]]) -> set[str]:
+    """The ids reachable from `start` along (from, to) edges, `start` itself excluded."""
+    nexts: dict[str, list[str]] = {}
+    for a, b in edges:
+        nexts.setdefault(a, []).append(b)
+    seen: set[str] = set()
+    stack = [start]
+    while stack:
+        for c in nexts.get(stack.pop(), ()):
+            if c not in seen:
+                seen.add(c)
+                stack.append(c)
+    return seen
 
 
 def dependency_order(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[str]:

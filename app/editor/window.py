@@ -295,7 +295,7 @@ class MainWindow(QMainWindow):
         if ask and not self.confirm_discard():
             return False
         try:
-            graph, report = self.read_workflow_report(path)
+            graph, report = self.read_workflow(path)
         except (WorkflowError, OSError, ValueError) as exc:
             QMessageBox.warning(self, "Cannot open", f"{path.name}: {exc}")
             return False
@@ -323,10 +323,8 @@ class MainWindow(QMainWindow):
                                          + ", ".join(unknown), 10000)
         return True
 
-    def read_workflow(self, path: Path) -> Graph:
-        return self.read_workflow_report(path)[0]
-
-    def read_workflow_report(self, path: Path):
+    def read_workflow(self, path: Path):
+        """(graph, ComfyUI import report or None) for a workflow file of either kind."""
         from engine.comfyui import open_workflow
 
         return open_workflow(path, registry=self.registry, models=self.model_folders())

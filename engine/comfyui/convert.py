@@ -603,6 +603,7 @@ def _build(graph: Graph, cnodes: list[CNode], report: Report, models: Any) -> No
         if models is not None:
             _check_models(node, models, report)
     # links
+    by_id = {c.id: c for c in cnodes}
     for c in cnodes:
         dm = maps[c.id]
         dcls = reg.get(dm.loom) if dm is not None else None
@@ -617,8 +618,7 @@ def _build(graph: Graph, cnodes: list[CNode], report: Report, models: Any) -> No
                     continue
                 out_name = sm.outputs[slot]
             else:
-                s = next((x for x in cnodes if x.id == src), None)
-                names = s.output_names if s is not None else []
+                names = by_id[src].output_names if src in by_id else []
                 out_name = names[slot] if slot < len(names) and names[slot] else f"output_{slot}"
             if dm is not None:
                 if name in dm.ignore:
@@ -857,7 +857,7 @@ def runnable_targets(graph: Graph) -> tuple[list[str], dict[str, str]]:
     placeholders = {n.id for n in graph.nodes.values() if graph.registry.get(n.type) is None}
     ok, skipped = [], {}
     for nid in graph.output_nodes():
-        up = _upstream(graph, nid)
+        up = graph.upstream(nid)
         bad = sorted(up & placeholders)
         if bad:
             types = ", ".join(graph.nodes[b].type.removeprefix(PLACEHOLDER_PREFIX) for b in bad)
@@ -865,17 +865,3 @@ def runnable_targets(graph: Graph) -> tuple[list[str], dict[str, str]]:
         else:
             ok.append(nid)
     return ok, skipped
-
-
-def _upstream(graph: Graph, nid: str) -> set[str]:
-    parents: dict[str, list[str]] = {}
-    for l in graph.links.values():
-        parents.setdefault(l.dst, []).append(l.src)
-    seen: set[str] = set()
-    stack = [nid]
-    while stack:
-        for p in parents.get(stack.pop(), ()):
-            if p not in seen:
-                seen.add(p)
-                stack.append(p)
-    return seen

@@ -56,6 +56,17 @@ def to_api(graph: Graph) -> dict[str, Any]:
     problems: list[str] = []
     out: dict[str, Any] = {}
     used = {(l.src, l.src_output) for l in graph.links.values()}
+    memo: dict[str, Any] = {}
+
+    def choice(nid: str) -> Any:
+        """A node's effective links in and its ComfyUI class, worked out once per node."""
+        if nid not in memo:
+            node = graph.nodes[nid]
+            links = {name: source(graph, nid, name) for name in graph.links_into(nid)}
+            memo[nid] = links, _choose(node, reg.get(node.type), by_loom.get(node.type, []),
+                                       links, used)
+        return memo[nid]
+
     for n in graph.nodes.values():
         cls = reg.get(n.type)
         if n.mode != "active" or n.type == "note":
@@ -67,8 +78,7 @@ def to_api(graph: Graph) -> dict[str, Any]:
             continue
         if n.type in ("int", "float", "string", "bool", "seed"):
             continue  # primitives are written into the inputs they feed
-        links = {name: source(graph, n.id, name) for name in graph.links_into(n.id)}
-        chosen = _choose(n, cls, by_loom.get(n.type, []), links, used)
+        links, chosen = choice(n.id)
         if chosen is None:
             problems.append(f"{n.id}: {cls.title} has no ComfyUI counterpart with these "
                             "settings")
@@ -92,7 +102,12 @@ def to_api(graph: Graph) -> dict[str, Any]:
                 if const is not None:
                     value = const.get(link.src_output)
                 else:
-                    inputs[name] = [link.src, _slot(graph, link, by_loom, used, reg)]
+                    src_choice = choice(link.src)[1]
+                    outputs = src_choice[1].outputs if src_choice else ()
+                    if not outputs and src_cls is not None:
+                        outputs = tuple(o.name for o in src_cls.outputs)
+                    slot = outputs.index(link.src_output) if link.src_output in outputs else 0
+                    inputs[name] = [link.src, slot]
                     continue
             else:
                 value = n.params.get(inp.name, inp.default)
@@ -136,14 +151,3 @@ def _choose(node, cls, candidates, links, used):
             continue
         return comfy, m
     return None
-
-
-def _slot(graph, link, by_loom, used, reg) -> int:
-    src = graph.nodes[link.src]
-    cls = reg.get(src.type)
-    links = {name: source(graph, src.id, name) for name in graph.links_into(src.id)}
-    chosen = _choose(src, cls, by_loom.get(src.type, []), links, used)
-    if chosen is None:
-        return 0
-    outputs = chosen[1].outputs or tuple(o.name for o in cls.outputs)
-    return outputs.index(link.src_output) if link.src_output in outputs else 0

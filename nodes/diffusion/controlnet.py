@@ -13,10 +13,8 @@ from engine.spec import Bool, Float, In, Node, Output, String
 from engine.types import T
 from engine.values import ControlHint
 
-from .loading import CONFIGS, header_shapes, quiet, require_weights
+from .loading import CONFIGS, FAMILY_BY_CONTEXT, header_shapes, quiet, require_weights
 from .models import find, model_key
-
-FAMILY_BY_CONTEXT = {768: "sd15", 1024: "sd2", 2048: "sdxl"}
 
 
 def family_of_controlnet(path: Path) -> str | None:

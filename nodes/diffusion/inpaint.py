@@ -70,15 +70,10 @@ class InpaintModelConditioning(Node):
     def run(self, ctx, positive, negative, vae, pixels, mask, noise_mask=True):
         from .._tensors import same_size
         from .conditioning import map_parts
-        from .vae import encode
+        from .vae import crop_to_8, encode
 
         same_size(pixels, mask, "mask")
-        h, w = pixels.shape[-2:]
-        h8, w8 = h - h % 8, w - w % 8
-        if (h8, w8) != (h, w):  # cropped to multiples of 8, centred (as VAE Encode does)
-            y, x = (h - h8) // 2, (w - w8) // 2
-            pixels = pixels[..., y: y + h8, x: x + w8]
-            mask = mask[..., y: y + h8, x: x + w8]
+        pixels, mask = crop_to_8(ctx, pixels, mask)
         keep = (mask < 0.5).to(pixels.dtype)
         masked = pixels[:, :3] * keep + 0.5 * (1 - keep)
         concat = (mask, encode(ctx, vae, masked))

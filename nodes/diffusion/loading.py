@@ -21,6 +21,8 @@ FAMILY_OF = {"v1": "sd15", "v2": "sd2", "xl_base": "sdxl", "xl_refiner": "sdxl_r
 SUPPORTED = ("sd15", "sd2", "sdxl", "sdxl_refiner", "sd15_inpaint", "sd2_inpaint",
              "sdxl_inpaint")
 SDXL_FAMILIES = ("sdxl", "sdxl_refiner", "sdxl_inpaint")
+# the width of the text context a UNet or ControlNet reads -> its family
+FAMILY_BY_CONTEXT = {768: "sd15", 1024: "sd2", 2048: "sdxl"}
 
 
 @dataclass
@@ -72,6 +74,27 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     while isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
     return data
+
+
+def strip_prefix(sd: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
+    """The part of a state dict under the first of `prefixes` it has (with the prefix cut
+    off); the state dict itself when it has none of them."""
+    for prefix in prefixes:
+        if any(k.startswith(prefix) for k in sd):
+            return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return sd
+
+
+def load_weights(module: Any, sd: dict[str, Any], input_name: str, what: str, filename: str,
+                 hint: str = "") -> Any:
+    """`load_state_dict(strict=False)` where missing weights are an error naming the
+    input, the file and an example key; returns the result (its unexpected keys)."""
+    result = module.load_state_dict(sd, strict=False)
+    if result.missing_keys:
+        raise InputError(input_name, what, filename,
+                         hint=f"{len(result.missing_keys)} weights missing, e.g. "
+                         f"{result.missing_keys[0]}" + hint)
+    return result
 
 
 def header_shapes(path: Path) -> dict[str, Any]:
@@ -212,20 +235,16 @@ def load_unet_only(path: Path, torch_dtype: Any = None) -> Components:
                              path.name)
         unet = UNet2DConditionModel.from_pretrained(folder, local_files_only=True,
                                                     **_dtype(torch_dtype))
-        family = _unet_family(unet.config)
+        family = _unet_family(unet.config.cross_attention_dim, unet.config.in_channels,
+                              unknown="sd15")
     else:
-        sd = read_state_dict(path)
-        for prefix in UNET_PREFIXES:
-            if any(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        sd = strip_prefix(read_state_dict(path), UNET_PREFIXES)
         ldm = "input_blocks.0.0.weight" in sd
         family = detect_family({"model.diffusion_model." + k: v for k, v in sd.items()}) \
             if ldm else None
         if family is None and not ldm and "conv_in.weight" in sd:
-            family = {768: "sd15", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}.get(
-                sd[next(k for k in sd if k.endswith("attn2.to_k.weight"))].shape[1])
-            if family and sd["conv_in.weight"].shape[1] == 9:
-                family += "_inpaint"
+            cross = sd[next(k for k in sd if k.endswith("attn2.to_k.weight"))].shape[1]
+            family = _unet_family(cross, sd["conv_in.weight"].shape[1])
         if family is None or family not in SUPPORTED:
             raise InputError("unet_name", "the UNet of a Stable Diffusion 1.x, 2.x or SDXL "
                              "model", path.name,
@@ -237,11 +256,7 @@ def load_unet_only(path: Path, torch_dtype: Any = None) -> Components:
             sd = convert_ldm_unet_checkpoint(
                 {"model.diffusion_model." + k: v for k, v in sd.items()}, config)
         unet = UNet2DConditionModel.from_config(config)
-        result = unet.load_state_dict(sd, strict=False)
-        if result.missing_keys:
-            raise InputError("unet_name", f"a complete {family} UNet", path.name,
-                             hint=f"{len(result.missing_keys)} weights missing, e.g. "
-                             f"{result.missing_keys[0]}")
+        load_weights(unet, sd, "unet_name", f"a complete {family} UNet", path.name)
         unet.to(torch_dtype or torch.float32)
     unet.requires_grad_(False).eval()
     sched = json.loads((config_folder_for(path, family) / "scheduler" /
@@ -249,10 +264,11 @@ def load_unet_only(path: Path, torch_dtype: Any = None) -> Components:
     return Components(family, unet, None, None, None, sched)
 
 
-def _unet_family(config: Any) -> str:
-    cross = config.cross_attention_dim
-    fam = {768: "sd15", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}.get(cross, "sd15")
-    return fam + "_inpaint" if config.in_channels == 9 else fam
+def _unet_family(cross_attention_dim: int, in_channels: int, unknown: str | None = None
+                 ) -> str | None:
+    """A UNet's family from its text-context width and input channels (9: inpainting)."""
+    fam = {**FAMILY_BY_CONTEXT, 1280: "sdxl_refiner"}.get(cross_attention_dim, unknown)
+    return fam + "_inpaint" if fam and in_channels == 9 else fam
 
 
 def _unet_config(path: Path, family: str) -> Path:

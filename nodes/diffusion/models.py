@@ -87,7 +87,7 @@ def _load_vae(path: Path, family: str, choice: Any) -> VAEOnly:
     import torch
     from diffusers import AutoencoderKL
 
-    from .loading import CONFIGS, quiet, read_state_dict
+    from .loading import CONFIGS, load_weights, quiet, read_state_dict, strip_prefix
 
     quiet()
     dtype = getattr(torch, choice.vae_dtype)
@@ -99,18 +99,11 @@ def _load_vae(path: Path, family: str, choice: Any) -> VAEOnly:
         sidecar = path.with_suffix(".config") / "config.json"  # an unusual architecture
         config = json.loads((sidecar if sidecar.is_file() else
                              CONFIGS / family / "vae" / "config.json").read_text())
-        sd = read_state_dict(path)
-        for prefix in ("first_stage_model.", "vae."):
-            if any(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        sd = strip_prefix(read_state_dict(path), ("first_stage_model.", "vae."))
         if not any(k.startswith("encoder.down_blocks.") for k in sd):
             sd = convert_ldm_vae_checkpoint(sd, config)
         vae = AutoencoderKL.from_config(config)
-        result = vae.load_state_dict(sd, strict=False)
-        if result.missing_keys:
-            raise InputError("vae_name", f"a VAE for {family}", path.name,
-                             hint=f"{len(result.missing_keys)} weights missing, e.g. "
-                             f"{result.missing_keys[0]}")
+        load_weights(vae, sd, "vae_name", f"a VAE for {family}", path.name)
     vae.requires_grad_(False).eval().to(dtype)
     return VAEOnly(vae, family)
 

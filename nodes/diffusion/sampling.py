@@ -191,7 +191,7 @@ class Predictor:
             return emb, added, ctrl, c
 
         if self.simple:
-            pos = positive if len(pos_parts) == 1 and not positive.combined else pos_parts[0]
+            pos = pos_parts[0]
             neg = neg_parts[0] if neg_parts else None
             pe, ne = pos.embeds, (neg.embeds if neg is not None else None)
             if ne is not None:

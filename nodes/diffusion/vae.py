@@ -73,13 +73,20 @@ class VAEEncode(Node):
     outputs = (Output("latent", T.latent),)
 
     def run(self, ctx, vae, image, tiled=False):
-        h, w = image.shape[-2:]
-        h8, w8 = h - h % 8, w - w % 8
-        if (h8, w8) != (h, w):
-            y, x = (h - h8) // 2, (w - w8) // 2
-            image = image[..., y: y + h8, x: x + w8]
-            ctx.log.info("cropped %dx%d to %dx%d for the VAE", w, h, w8, h8)
+        (image,) = crop_to_8(ctx, image)
         return {"latent": Latent(encode(ctx, vae, image, tiled))}
+
+
+def crop_to_8(ctx, image, *alike):
+    """The image (and tensors of its size, e.g. its mask) cropped, centred, to the nearest
+    smaller multiple of 8 on each side, as the VAE needs."""
+    h, w = image.shape[-2:]
+    h8, w8 = h - h % 8, w - w % 8
+    if (h8, w8) == (h, w):
+        return (image, *alike)
+    y, x = (h - h8) // 2, (w - w8) // 2
+    ctx.log.info("cropped %dx%d to %dx%d for the VAE", w, h, w8, h8)
+    return tuple(t[..., y: y + h8, x: x + w8] for t in (image, *alike))
 
 
 def encode(ctx, vae, image, tiled: bool = False):

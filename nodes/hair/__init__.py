@@ -186,10 +186,6 @@ class TransferHair(Node):
         hint = ControlHint(_part_ref(hair_model, "identity_net"), bald_lat, identity_strength)
         c = _empty_prompt(ctx, clip, [hint])
         latent = Latent(torch.zeros_like(bald_lat))
-        if hair_scale == 0:
-            out = sample(ctx, model, c, c, latent, seed, steps, cfg, SAMPLER, SCHEDULE, 1.0)
-            return {"image": _decode(ctx, vae, out.samples)}
-        unet = components(ctx, model).unet
         extractor = parts["hair_extractor"]
 
         def extract(x, t, emb):
@@ -205,9 +201,14 @@ class TransferHair(Node):
             extractor(batch, t, encoder_hidden_states=emb.to(extractor.dtype),
                       return_dict=False)
 
-        with hair_attention(unet, parts, hair_scale):
+        if hair_scale == 0:  # no hair attention: the extractor would run for nothing
+            patch, hooks = contextlib.nullcontext(), ()
+        else:
+            patch, hooks = hair_attention(components(ctx, model).unet, parts, hair_scale), \
+                (extract,)
+        with patch:
             out = sample(ctx, model, c, c, latent, seed, steps, cfg, SAMPLER, SCHEDULE, 1.0,
-                         hooks=(extract,))
+                         hooks=hooks)
         return {"image": _decode(ctx, vae, out.samples)}
 
 

@@ -186,7 +186,7 @@ def load_hair_models(folder: Path, torch_dtype: Any = None) -> HairModels:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from ..diffusion.loading import quiet, read_state_dict
+    from ..diffusion.loading import load_weights, quiet, read_state_dict
 
     quiet()
     found, missing = find_parts(folder)
@@ -207,14 +207,10 @@ def load_hair_models(folder: Path, torch_dtype: Any = None) -> HairModels:
     out = HairModels()
     out.report = {}
     for part, module in parts.items():
-        sd = read_state_dict(found[part])
-        result = module.load_state_dict(sd, strict=False)
-        out.report[part] = {"missing": list(result.missing_keys),
-                            "unexpected": list(result.unexpected_keys)}
-        if result.missing_keys:
-            raise InputError("hair_model", f"complete weights for {WHAT[part]}",
-                             found[part].name, hint=f"{len(result.missing_keys)} missing, e.g. "
-                             f"{result.missing_keys[0]}; is {folder.name} a Stable-Hair folder?")
+        result = load_weights(module, read_state_dict(found[part]), "hair_model",
+                              f"complete weights for {WHAT[part]}", found[part].name,
+                              hint=f"; is {folder.name} a Stable-Hair folder?")
+        out.report[part] = {"missing": [], "unexpected": list(result.unexpected_keys)}
         module.requires_grad_(False).eval().to(dtype)
         out[part] = module
     return out
