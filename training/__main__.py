@@ -1,6 +1,6 @@
 """Train every demo model in order, resuming whatever stopped, then export them:
 
-    python -m training            # all of it (about 70 min on a 2-core CPU)
+    python -m training            # all of it (about 100 min on a 2-core CPU)
     python -m training export     # only write resources/models/ from finished runs
 """
 
@@ -10,7 +10,7 @@ import sys
 
 from training.common import RUNS
 
-STEPS = ("vae", "upscaler", "unet", "controlnet")
+STEPS = ("vae", "upscaler", "unet", "inpaint", "controlnet")
 
 
 def main(argv: list[str]) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 RUNS = ROOT / "runs"
+# the run whose UNet and text encoder ship (and that the ControlNet is trained against)
+SHIPPED_UNET = RUNS / "unet-inpaint"
 MAX_TOKENS = 16
 
 VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,

@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from training.common import RUNS, SCHEDULER
+from training.common import RUNS, SCHEDULER, SHIPPED_UNET
 
 MODELS = Path(__file__).resolve().parents[1] / "resources" / "models"
 
@@ -51,10 +51,10 @@ def main(target: Path = MODELS) -> None:
 
     from nodes.diffusion.fixtures import write_single_file
 
-    unet = UNet2DConditionModel.from_pretrained(RUNS / "unet" / "unet")
-    text = CLIPTextModel.from_pretrained(RUNS / "unet" / "text_encoder")
+    unet = UNet2DConditionModel.from_pretrained(SHIPPED_UNET / "unet")
+    text = CLIPTextModel.from_pretrained(SHIPPED_UNET / "text_encoder")
     vae = AutoencoderKL.from_pretrained(RUNS / "vae" / "vae")
-    tokenizer = CLIPTokenizer.from_pretrained(RUNS / "unet" / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(SHIPPED_UNET / "tokenizer")
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
                                    scheduler=EulerDiscreteScheduler(**SCHEDULER),
                                    safety_checker=None, feature_extractor=None,

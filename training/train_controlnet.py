@@ -1,7 +1,7 @@
 """Train loom-shapes-edges: a ControlNet for loom-shapes conditioned on edge maps (the
 shape's outline, white on black), on shapes placed anywhere, so the drawing decides where.
 
-    python -m training.train_controlnet [--steps N] [--out DIR]   (needs runs/vae, runs/unet)
+    python -m training.train_controlnet [--steps N] [--out DIR]  (needs runs/vae, unet-inpaint)
 """
 
 from __future__ import annotations
@@ -9,14 +9,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from training import shapes
-from training.common import EMA, RUNS, SCHEDULER, Run, args_parser, lr_at, setup
+from training.common import (
+    EMA,
+    RUNS,
+    SCHEDULER,
+    SHIPPED_UNET,
+    Run,
+    args_parser,
+    lr_at,
+    setup,
+)
 from training.train_unet import caption_for, encode_latents, token_ids
 
 
 def main(argv=None) -> None:
     p = args_parser(__doc__, steps=1500, batch=64, lr=3e-4)
     p.add_argument("--images", type=int, default=12000)
-    p.add_argument("--base", type=Path, default=RUNS / "unet")
+    p.add_argument("--base", type=Path, default=SHIPPED_UNET)
     p.add_argument("--vae", type=Path, default=RUNS / "vae" / "vae")
     args = p.parse_args(argv)
     out = setup(args, "controlnet")
