@@ -94,9 +94,16 @@ def random_scene(rng: np.random.Generator, combos: list[tuple[str, str, str, str
     else:
         ax, ay = POSITIONS[position]
         cx, cy = (a + float(rng.uniform(-4, 4)) for a in (ax, ay))
-    rgb = tuple(int(np.clip(c + rng.integers(-12, 13), 0, 255)) for c in COLOURS[colour])
-    bg = tuple(int(np.clip(c + rng.integers(-8, 9), 0, 255)) for c in BACKGROUNDS[background])
+    rgb = jitter(rng, COLOURS[colour], 12)
+    bg = jitter(rng, BACKGROUNDS[background], 8)
     return Scene(colour, shape, position, background, cx, cy, radius, rgb, bg)  # type: ignore[arg-type]
+
+
+def jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int
+           ) -> tuple[int, int, int]:
+    """`rgb` with each channel moved by up to `amount` (a scene's colour is never exact)."""
+    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255))  # type: ignore[return-value]
+                 for c in rgb)
 
 
 def scene_of(colour: str, shape: str, position: str, background: str,

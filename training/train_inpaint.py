@@ -20,8 +20,8 @@ import dataclasses
 from pathlib import Path
 
 from training import shapes
-from training.common import EMA, RUNS, SCHEDULER, TEXT, UNET, Run, args_parser, lr_at, setup
-from training.train_unet import caption_for, encode_latents, token_ids
+from training.common import RUNS, SCHEDULER, Run, args_parser, lr_at, setup
+from training.train_unet import caption_for, encode_latents, finish, new_models, optimise, token_ids
 
 BASE_STEPS = 3000  # the unet run's length: the EMA's warm-up continues from there
 
@@ -43,8 +43,7 @@ def repaint_pairs(n: int, seed: int):
         else:
             other = [c for c in colours if c != scene.colour]
             a = other[rng.integers(len(other))]
-            rgb = tuple(int(np.clip(c + rng.integers(-12, 13), 0, 255))
-                        for c in shapes.COLOURS[a])
+            rgb = shapes.jitter(rng, shapes.COLOURS[a], 12)
             old = dataclasses.replace(scene, colour=a, rgb=rgb)
         assert scene.combo in allowed
         targets.append(shapes.render(scene))
@@ -77,8 +76,8 @@ def main(argv=None) -> None:
     out = setup(args, "unet-inpaint")
     import numpy as np
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from transformers import CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(args.base / "tokenizer")
     tokenizer.save_pretrained(out / "tokenizer")
@@ -98,22 +97,14 @@ def main(argv=None) -> None:
     latents, combo_of = base["latents"], base["combo"]
     combos = [tuple(c) for c in base["combos"]]
 
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer),
-                                        bos_token_id=tokenizer.bos_token_id,
-                                        eos_token_id=tokenizer.eos_token_id,
-                                        pad_token_id=tokenizer.pad_token_id, **TEXT))
-    unet = UNet2DConditionModel(**UNET)
+    unet, text, ema_unet, ema_text, opt = new_models(len(tokenizer), tokenizer, args.lr)
+    modules = {"unet": unet, "text": text, "ema_unet": ema_unet.shadow,
+               "ema_text": ema_text.shadow}
     start = torch.load(args.base / "state.pt", map_location="cpu", weights_only=True)["modules"]
-    unet.load_state_dict(start["unet"])
-    text.load_state_dict(start["text"])
-    ema_unet, ema_text = EMA(unet, 0.999), EMA(text, 0.999)
-    ema_unet.shadow.load_state_dict(start["ema_unet"])
-    ema_text.shadow.load_state_dict(start["ema_text"])
+    for k, m in modules.items():
+        m.load_state_dict(start[k])
     del start
-    params = list(unet.parameters()) + list(text.parameters())
-    opt = torch.optim.AdamW(params, args.lr, weight_decay=0.01)
-    run = Run(out, {"unet": unet, "text": text, "ema_unet": ema_unet.shadow,
-                    "ema_text": ema_text.shadow}, opt, args.seed)
+    run = Run(out, modules, opt, args.seed)
     sched = DDPMScheduler(**SCHEDULER)
     ids_cache: dict[str, list[int]] = {}
     rng = np.random.default_rng(args.seed * 7919 + run.step)
@@ -146,13 +137,7 @@ def main(argv=None) -> None:
         pred = unet(xt, t, text(ids)[0]).sample
         err = (pred - v).pow(2)
         loss = err.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema_unet.update(unet, BASE_STEPS + run.step)
-        ema_text.update(text, BASE_STEPS + run.step)
-        run.step += 1
+        optimise(run, opt, loss, ((ema_unet, unet), (ema_text, text)), BASE_STEPS + run.step)
         if run.step % 25 == 0:
             with torch.no_grad():
                 plain, repaint = err[:args.batch - half].mean(), err[args.batch - half:].mean()
@@ -160,9 +145,7 @@ def main(argv=None) -> None:
                        lr=opt.param_groups[0]["lr"])
         if run.step % args.save_every == 0:
             run.save()
-    ema_unet.shadow.save_pretrained(out / "unet", safe_serialization=True)
-    ema_text.shadow.save_pretrained(out / "text_encoder", safe_serialization=True)
-    run.finish()
+    finish(run, ema_unet, ema_text)
 
 
 if __name__ == "__main__":

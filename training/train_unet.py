@@ -60,6 +60,41 @@ def encode_latents(vae, images, batch: int = 200):
     return torch.cat(out)
 
 
+def new_models(vocab: int, tokenizer, lr: float):
+    """The text encoder and UNet (random weights), their EMAs and one AdamW over both."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, bos_token_id=tokenizer.bos_token_id,
+                                        eos_token_id=tokenizer.eos_token_id,
+                                        pad_token_id=tokenizer.pad_token_id, **TEXT))
+    unet = UNet2DConditionModel(**UNET)
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr, weight_decay=0.01)
+    return unet, text, EMA(unet, 0.999), EMA(text, 0.999), opt
+
+
+def optimise(run: Run, opt, loss, emas, ema_step: int) -> None:
+    """One step: gradients clipped to norm 1, then every (EMA, module) pair updated."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+    opt.step()
+    for ema, module in emas:
+        ema.update(module, ema_step)
+    run.step += 1
+
+
+def finish(run: Run, ema_unet, ema_text) -> None:
+    """Write the EMA weights (what ships) beside the run's state and mark it done."""
+    ema_unet.shadow.save_pretrained(run.folder / "unet", safe_serialization=True)
+    ema_text.shadow.save_pretrained(run.folder / "text_encoder", safe_serialization=True)
+    run.finish()
+
+
 def main(argv=None) -> None:
     p = args_parser(__doc__, steps=3000, batch=128, lr=5e-4)
     p.add_argument("--images", type=int, default=20000)
@@ -68,8 +103,8 @@ def main(argv=None) -> None:
     out = setup(args, "unet")
     import numpy as np
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from transformers import CLIPTokenizer
 
     from training.vocab import write_tokenizer
 
@@ -92,13 +127,7 @@ def main(argv=None) -> None:
     combos = [tuple(c) for c in data["combos"]]
 
     torch.manual_seed(args.seed)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, bos_token_id=tokenizer.bos_token_id,
-                                        eos_token_id=tokenizer.eos_token_id,
-                                        pad_token_id=tokenizer.pad_token_id, **TEXT))
-    unet = UNet2DConditionModel(**UNET)
-    params = list(unet.parameters()) + list(text.parameters())
-    opt = torch.optim.AdamW(params, args.lr, weight_decay=0.01)
-    ema_unet, ema_text = EMA(unet, 0.999), EMA(text, 0.999)
+    unet, text, ema_unet, ema_text, opt = new_models(vocab, tokenizer, args.lr)
     run = Run(out, {"unet": unet, "text": text, "ema_unet": ema_unet.shadow,
                     "ema_text": ema_text.shadow}, opt, args.seed)
     sched = DDPMScheduler(**SCHEDULER)
@@ -117,20 +146,12 @@ def main(argv=None) -> None:
         target = sched.get_velocity(x0, noise, t)
         pred = unet(xt, t, text(ids)[0]).sample
         loss = (pred - target).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema_unet.update(unet, run.step)
-        ema_text.update(text, run.step)
-        run.step += 1
+        optimise(run, opt, loss, ((ema_unet, unet), (ema_text, text)), run.step)
         if run.step % 25 == 0:
             run.record(loss=loss.item(), lr=opt.param_groups[0]["lr"])
         if run.step % args.save_every == 0:
             run.save()
-    ema_unet.shadow.save_pretrained(out / "unet", safe_serialization=True)
-    ema_text.shadow.save_pretrained(out / "text_encoder", safe_serialization=True)
-    run.finish()
+    finish(run, ema_unet, ema_text)
 
 
 if __name__ == "__main__":
