@@ -391,6 +391,48 @@ class PadForOutpaint(Node):
         return {"image": out, "mask": mask}
 
 
+class FillMaskedArea(Node):
+    type = "fill_masked_area"
+    title = "Fill Masked Area"
+    category = "inpaint"
+    description = ("Paint over what the mask covers before it is encoded, so the old content's "
+                   "colour cannot leak into a repaint: 'telea' and 'navier-stokes' continue the "
+                   "surroundings inward (OpenCV's inpainting), 'neutral' fills mid grey. "
+                   "Pixels where the mask is 0 keep their values exactly; a soft mask blends.")
+    inputs = (In("image", T.image), In("mask", T.mask),
+              Choice("mode", ("telea", "navier-stokes", "neutral"), "telea"),
+              Int("radius", 3, min=1, max=64))
+    outputs = (Output("image", T.image),)
+
+    def run(self, ctx, image, mask, mode="telea", radius=3):
+        import numpy as np
+        import torch
+
+        check_image(image, "image")
+        check_mask(mask, "mask")
+        if mask.shape[-2:] != image.shape[-2:]:
+            raise InputError("mask", f"the image's size ({size_of(image)})", size_of(mask))
+        image, mask = match_batch(image, mask, ("image", "mask"))
+        filled = image.clone()
+        if mode == "neutral":
+            filled[:, :3] = 0.5
+        else:
+            import cv2
+
+            flag = cv2.INPAINT_TELEA if mode == "telea" else cv2.INPAINT_NS
+            for i in range(image.shape[0]):
+                ctx.check_cancelled()
+                rgb = (image[i, :3].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+                hole = (mask[i, 0] > 0).byte().numpy() * 255
+                out = cv2.inpaint(np.ascontiguousarray(rgb), hole, radius, flag)
+                filled[i, :3] = torch.from_numpy(out).permute(2, 0, 1).float().div(255)
+        m = mask.expand(-1, 3, -1, -1)
+        out = image.clone()
+        # lerp is exact where the mask is 0: those pixels keep the image's values
+        out[:, :3] = torch.lerp(image[:, :3], filled[:, :3], m)
+        return {"image": out}
+
+
 
 class ScaleToTotalPixels(Node):
     type = "scale_to_megapixels"
@@ -439,4 +481,5 @@ class EmptyImage(Node):
                 .repeat(batch_size, 1, height, width)}
 
 NODES = (LoadImage, SaveImage, PreviewImage, ResizeImage, CropImage, PadImage, BlendImages,
-         CompositeImages, PadForOutpaint, ScaleToTotalPixels, InvertImage, EmptyImage)
+         CompositeImages, PadForOutpaint, FillMaskedArea, ScaleToTotalPixels, InvertImage,
+         EmptyImage)

@@ -151,3 +151,47 @@ def test_inpaint_controlnet_with_an_ordinary_checkpoint(model_executor, pictures
     photo, mask = tensors(pictures)
     assert (h[..., mask[0, 0] > 0.5] == -1).all()
     assert (r["raw"]["ui"]["images"] - plain).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("mode", ["telea", "navier-stokes", "neutral"])
+def test_fill_masked_area_paints_over_the_old_content(builtin_registry, tmp_path, mode):
+    from engine import Executor
+
+    scene = np.zeros((64, 64, 3), np.uint8)
+    scene[:] = (40, 90, 200)  # a blue background ...
+    scene[20:36, 24:40] = (230, 30, 30)  # ... with a red square on it
+    Image.fromarray(scene).save(tmp_path / "scene.png")
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:40, 20:44] = 255  # the square and 4 px around it
+    mask[16:40, 44] = 128  # a soft edge blends
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    g = Graph(builtin_registry)
+    img = g.add("load_image", "img", path=str(tmp_path / "scene.png"))
+    m = g.add("load_image_mask", "m", path=str(tmp_path / "mask.png"), channel="luminance")
+    g.add("fill_masked_area", "f", image=img["image"], mask=m["mask"], mode=mode)
+    r = Executor().run(g, ["f", "img"])
+    out, src = r["f"]["image"], r["img"]["image"]
+    outside = torch.ones(64, 64, dtype=torch.bool)
+    outside[16:40, 20:45] = False
+    assert torch.equal(out[..., outside], src[..., outside])
+    inside = out[0, :, 20:36, 24:40].reshape(3, -1)
+    if mode == "neutral":
+        assert torch.allclose(inside, torch.full_like(inside, 0.5))
+    else:  # the surroundings carried inward: blue, no red left
+        blue = torch.tensor([40, 90, 200]).float().div(255)[:, None]
+        assert (inside - blue).abs().max() < 0.05
+    if mode == "neutral":  # the soft edge (mask 128/255) is half fill, half source
+        w = 128 / 255
+        want = src[0, :, 16:40, 44] * (1 - w) + 0.5 * w
+        assert torch.allclose(out[0, :, 16:40, 44], want, atol=1e-6)
+
+
+def test_fill_masked_area_refuses_a_mask_of_another_size(builtin_registry, pictures):
+    from engine import Executor
+
+    g = Graph(builtin_registry)
+    img = g.add("load_image", "img", path=str(pictures / "photo.png"))
+    m = g.add("load_image_mask", "m", path=str(pictures / "small.png"), channel="red")
+    g.add("fill_masked_area", "f", image=img["image"], mask=m["mask"])
+    f = Executor().run(g, ["f"]).failures["f"]
+    assert f.input == "mask" and "64x64" in f.expected

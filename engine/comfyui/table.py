@@ -323,6 +323,10 @@ MAPPING: dict[str, Map] = {
     "ImagePadForOutpaint": Map("pad_for_outpaint", ("left", "top", "right", "bottom",
                                                     "feathering"),
                                outputs=("image", "mask"), title="Pad Image for Outpainting"),
+    # from Acly's comfyui-inpaint-nodes, the usual way to pre-fill before a repaint
+    "INPAINT_MaskedFill": Map("fill_masked_area", ("fill", "falloff"), inputs={"fill": "mode"},
+                              outputs=("image",), ignore={"falloff": 0},
+                              title="Fill Masked Area"),
     "ImageCompositeMasked": Map("composite_images", ("x", "y", "resize_source"),
                                 outputs=("image",), ignore={"resize_source": False},
                                 title="ImageCompositeMasked"),
