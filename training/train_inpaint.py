@@ -4,12 +4,15 @@ training, half are repaint examples built the way Loom's sampler builds its inpu
 latent carries a noise mask.
 
 A repaint example is one scene in two colours: the target (colour B, captioned) and the
-context (colour A, or no shape at all). Inside a mask over the shape, grown by 0-10 px and
-brought to the latent's size the way `latent_mask` does it (the masked share of each 8x8
-block), the model sees the noised target; outside it, the noised context, as the sampler
-re-noises the source there at every step. The model learns that the caption decides what
-appears inside the mask even where the context's latents still carry the old colour (a VAE
-latent near a shape encodes some of it).
+context (colour A, or no shape at all, as after Fill Masked Area). Inside a mask over the
+shape, grown by GROW px and brought to the latent's size the way `latent_mask` does it (the
+masked share of each 8x8 block), the model sees the noised target; outside it, the noised
+context, as the sampler re-noises the source there at every step. The model learns that the
+caption decides what appears inside the mask even where the context's latents still carry
+the old colour (a VAE latent near a shape encodes some of it), and, since the mask is grown
+by about what a user paints around a shape, how large the shape under it was. The loss on
+repaint examples weighs the masked blocks MASK_WEIGHT times more: the rest is replaced by
+the source anyway.
 
     python -m training.train_inpaint [--steps N] [--out DIR]    (needs training/runs/unet)
 """
@@ -24,6 +27,9 @@ from training.common import RUNS, SCHEDULER, Run, args_parser, lr_at, setup
 from training.train_unet import caption_for, encode_latents, finish, new_models, optimise, token_ids
 
 BASE_STEPS = 3000  # the unet run's length: the EMA's warm-up continues from there
+GROW = (3, 9)  # px around the shape that the mask covers (the evaluation paints 6)
+BLANK = 0.4  # share of repaint examples whose context has no shape (a filled area)
+MASK_WEIGHT = 4.0
 
 
 def repaint_pairs(n: int, seed: int):
@@ -38,7 +44,7 @@ def repaint_pairs(n: int, seed: int):
     targets, contexts, masks, combo_of = [], [], [], []
     while len(targets) < n:
         scene = shapes.random_scene(rng, combos)
-        if rng.random() < 0.2:
+        if rng.random() < BLANK:
             old = dataclasses.replace(scene, rgb=scene.bg_rgb)  # nothing there before
         else:
             other = [c for c in colours if c != scene.colour]
@@ -125,9 +131,9 @@ def main(argv=None) -> None:
             caps.append(cap)
         target = torch.cat([x0, pairs["target"][rp]])
         context = torch.cat([x0, pairs["context"][rp]])
+        grow = torch.from_numpy(rng.integers(GROW[0], GROW[1] + 1, size=half))
         mask = torch.cat([torch.ones(args.batch - half, 1, 8, 8),
-                          latent_masks(pairs["mask"][rp].float(),
-                                       torch.from_numpy(rng.integers(0, 11, size=half)))])
+                          latent_masks(pairs["mask"][rp].float(), grow)])
         ids = torch.tensor([ids_cache.setdefault(c, token_ids(tokenizer, c)) for c in caps])
         noise = torch.randn_like(target)
         t = torch.randint(0, sched.config.num_train_timesteps, (args.batch,))
@@ -136,7 +142,9 @@ def main(argv=None) -> None:
         v = sched.get_velocity(target, noise, t)
         pred = unet(xt, t, text(ids)[0]).sample
         err = (pred - v).pow(2)
-        loss = err.mean()
+        weight = torch.cat([torch.ones(args.batch - half, 1, 8, 8),
+                            1 + (MASK_WEIGHT - 1) * mask[args.batch - half:]])
+        loss = (err * weight).mean() / weight.mean()
         optimise(run, opt, loss, ((ema_unet, unet), (ema_text, text)), BASE_STEPS + run.step)
         if run.step % 25 == 0:
             with torch.no_grad():
