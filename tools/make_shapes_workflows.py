@@ -99,10 +99,13 @@ def main() -> None:
                 pos=(0, 300))
     m = g.add("load_image_mask", "mask", title="Where to repaint",
               path="../images/shapes_red_square_mask.png", channel="luminance", pos=(0, 480))
-    enc = g.add("vae_encode", "encode", title="Encode", vae=ck["vae"], image=src["image"],
-                pos=(320, 320))
+    # painted over first, so the old red in the VAE's latents cannot leak into the repaint
+    fill = g.add("fill_masked_area", "fill", title="Paint over the old colour",
+                 image=src["image"], mask=m["mask"], mode="telea", pos=(320, 380))
+    enc = g.add("vae_encode", "encode", title="Encode", vae=ck["vae"], image=fill["image"],
+                pos=(660, 380))
     nm = g.add("set_latent_noise_mask", "noise_mask", title="Only inside the mask",
-               latent=enc["latent"], mask=m["mask"], pos=(660, 320))
+               latent=enc["latent"], mask=m["mask"], pos=(660, 560))
     s = sampler(g, ck, pos["conditioning"], neg["conditioning"], nm["latent"], steps=50)
     d = g.add("vae_decode", "decode", title="Decode", vae=ck["vae"], latent=s["latent"],
               pos=(1340, 0))
@@ -110,8 +113,9 @@ def main() -> None:
               destination=src["image"], source=d["image"], mask=m["mask"], pos=(1640, 0))
     g.add("save_image", "save", title="Save", images=c["image"],
           filename_prefix="shapes_inpaint", pos=(1960, 0))
-    save(g, "shapes_inpaint", "Inpainting with loom-shapes through the noise mask: the red "
-         "square is repainted green; everything outside the mask stays as it was.")
+    save(g, "shapes_inpaint", "Recolouring with loom-shapes through the noise mask: the red "
+         "square is painted over inside the mask (Fill Masked Area) and repainted green; "
+         "everything outside the mask stays as it was.")
 
     # Hires fix: generate at 64, upscale 2x with loom-shapes-x2, refine at 128
     g = Graph(reg)

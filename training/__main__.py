@@ -1,6 +1,6 @@
 """Train every demo model in order, resuming whatever stopped, then export them:
 
-    python -m training            # all of it (about 100 min on a 2-core CPU)
+    python -m training            # all of it (about 90 min on a 2-core CPU)
     python -m training export     # only write resources/models/ from finished runs
 """
 
