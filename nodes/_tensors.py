@@ -35,13 +35,20 @@ def pil_to_tensors(img: Any) -> tuple[Any, Any]:
     return image, mask
 
 
-def tensor_to_pil(image: Any, index: int = 0) -> Any:
-    """One image of an IMAGE batch -> an RGB Pillow image (8 bits per channel)."""
+def to_uint8(image: Any, index: int = 0) -> Any:
+    """One image of an IMAGE batch -> a contiguous H x W x C uint8 array (what OpenCV and
+    Pillow take), channels as they are."""
     import numpy as np
-    from PIL import Image
 
     arr = image[index].detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
-    arr = np.ascontiguousarray(arr.cpu().numpy())
+    return np.ascontiguousarray(arr.cpu().numpy())
+
+
+def tensor_to_pil(image: Any, index: int = 0) -> Any:
+    """One image of an IMAGE batch -> an RGB Pillow image (8 bits per channel)."""
+    from PIL import Image
+
+    arr = to_uint8(image, index)
     if arr.shape[2] == 1:
         return Image.fromarray(arr[..., 0], "L")
     return Image.fromarray(arr[..., :3], "RGB")

@@ -19,8 +19,10 @@ from ._tensors import (
     match_batch,
     parse_color,
     pil_to_tensors,
+    same_size,
     size_of,
     tensor_to_pil,
+    to_uint8,
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -405,31 +407,29 @@ class FillMaskedArea(Node):
     outputs = (Output("image", T.image),)
 
     def run(self, ctx, image, mask, mode="telea", radius=3):
-        import numpy as np
         import torch
 
         check_image(image, "image")
         check_mask(mask, "mask")
-        if mask.shape[-2:] != image.shape[-2:]:
-            raise InputError("mask", f"the image's size ({size_of(image)})", size_of(mask))
+        same_size(image, mask, "mask")
         image, mask = match_batch(image, mask, ("image", "mask"))
-        filled = image.clone()
+        rgb = image[:, :3]
         if mode == "neutral":
-            filled[:, :3] = 0.5
+            filled = torch.full_like(rgb, 0.5)
         else:
             import cv2
 
             flag = cv2.INPAINT_TELEA if mode == "telea" else cv2.INPAINT_NS
+            fills = []
             for i in range(image.shape[0]):
                 ctx.check_cancelled()
-                rgb = (image[i, :3].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
                 hole = (mask[i, 0] > 0).byte().numpy() * 255
-                out = cv2.inpaint(np.ascontiguousarray(rgb), hole, radius, flag)
-                filled[i, :3] = torch.from_numpy(out).permute(2, 0, 1).float().div(255)
-        m = mask.expand(-1, 3, -1, -1)
+                done = cv2.inpaint(to_uint8(rgb, i), hole, radius, flag)
+                fills.append(torch.from_numpy(done).permute(2, 0, 1).float().div(255))
+            filled = torch.stack(fills)
         out = image.clone()
         # lerp is exact where the mask is 0: those pixels keep the image's values
-        out[:, :3] = torch.lerp(image[:, :3], filled[:, :3], m)
+        out[:, :3] = torch.lerp(rgb, filled, mask.expand_as(rgb))
         return {"image": out}
 
 

@@ -9,7 +9,7 @@ from engine.errors import InputError
 from engine.spec import Bool, Float, In, Int, Node, Output
 from engine.types import T
 
-from ._tensors import check_image, luminance
+from ._tensors import check_image, luminance, to_uint8
 
 
 def gradient_magnitude(image, blur: float):
@@ -40,7 +40,6 @@ class Canny(Node):
 
     def run(self, ctx, image, low_threshold=100, high_threshold=200):
         import cv2
-        import numpy as np
         import torch
 
         check_image(image, "image")
@@ -50,8 +49,7 @@ class Canny(Node):
         out = []
         for i in range(image.shape[0]):
             ctx.check_cancelled()
-            rgb = (image[i, :3].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
-            grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+            grey = cv2.cvtColor(to_uint8(image[:, :3], i), cv2.COLOR_RGB2GRAY)
             edges = cv2.Canny(grey, low_threshold, high_threshold)
             out.append(torch.from_numpy(edges).float().div(255)[None].expand(3, -1, -1))
         return {"image": torch.stack(out)}

@@ -129,11 +129,8 @@ def inpaint_graph(source: str, mask: str, prompt: str, seed: int, denoise: float
 
 
 # the ways of repainting that the model card compares: keyword arguments of inpaint_graph
-INPAINT_WAYS = {
-    "noise mask": {},
-    "noise mask, area filled first (shapes_inpaint.json)": {"fill": "telea"},
-}
-RECOLOUR = INPAINT_WAYS["noise mask, area filled first (shapes_inpaint.json)"]
+RECOLOUR = {"fill": "telea"}  # what shapes_inpaint.json does
+INPAINT_WAYS = {"noise mask": {}, "noise mask, area filled first (shapes_inpaint.json)": RECOLOUR}
 INPAINT_SEEDS = (200, 300, 400)  # the test asserts the bar on the first
 
 

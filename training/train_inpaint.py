@@ -60,16 +60,19 @@ def repaint_pairs(n: int, seed: int):
 
 
 def latent_masks(masks, grow):
-    """Shape masks (B, 64, 64) grown by `grow` px each -> (B, 1, 8, 8) masked shares."""
+    """Shape masks (B, 64, 64) grown by `grow` px each -> (B, 1, 8, 8) masked shares, by the
+    sampler's own `latent_mask`."""
     import torch
     import torch.nn.functional as F
+
+    from nodes.diffusion.sampling import latent_mask
 
     out = []
     for m, g in zip(masks, grow.tolist()):
         m = (m[None, None] > 0.5).float()
         if g > 0:
             m = F.max_pool2d(m, 2 * g + 1, stride=1, padding=g)
-        out.append(F.avg_pool2d(m, 8))
+        out.append(latent_mask(m, (8, 8), 1))
     return torch.cat(out)
 
 
