@@ -326,7 +326,7 @@ class CompositeImages(Node):
         if mask is not None:
             check_mask(mask, "mask")
             if feather > 0:
-                from .mask import gaussian_blur, grow
+                from ._filters import gaussian_blur, grow
 
                 # fade in over `feather` pixels inside the edge; outside stays exactly 0
                 inner = grow((mask > 0).float(), -feather)

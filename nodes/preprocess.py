@@ -16,7 +16,7 @@ def gradient_magnitude(image, blur: float):
     import torch
     import torch.nn.functional as F
 
-    from .mask import gaussian_blur
+    from ._filters import gaussian_blur
 
     g = luminance(image)
     if blur > 0:

@@ -54,7 +54,7 @@ class LoadUpscaleModel(Node):
     outputs = (Output("upscale_model", T.upscale_model),)
 
     def run(self, ctx, upscale_model_name):
-        from .diffusion.models import find, model_key
+        from .diffusion.files import find, model_key
 
         path = find(ctx, "upscale_models", upscale_model_name, "upscale_model_name")
         ref = ModelRef("UPSCALE_MODEL", "", str(path), model_key("upscale", path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,8 @@ from engine.spec import Bool, Float, In, Node, Output, String
 from engine.types import T
 from engine.values import ControlHint
 
+from .files import find, model_key
 from .loading import CONFIGS, FAMILY_BY_CONTEXT, header_shapes, quiet, require_weights
-from .models import find, model_key
 
 
 def family_of_controlnet(path: Path) -> str | None:
@@ -72,14 +73,17 @@ class LoadControlNet(Node):
         return {"control_net": ref}
 
 
+# Control models that are not ControlNet files (e.g. a hair model's Latent ControlNets),
+# by ref kind: filled by the package that makes such refs, so this module imports none.
+CONTROL_RESOLVERS: dict[str, Callable[[Any, ModelRef], Any]] = {}
+
+
 def controlnet(ctx, ref: ModelRef) -> Any:
     import torch
 
-    if ref.kind == "LATENT_CONTROL":  # a part of a hair model (Latent ControlNet)
-        from ..hair import hair_models
-
-        return hair_models(ctx, ref)[ref.get("part")]
-
+    resolve = CONTROL_RESOLVERS.get(ref.kind)
+    if resolve is not None:
+        return resolve(ctx, ref)
     dtype = getattr(torch, ctx.models.device.dtype)
     return ctx.models.get(ref.key, lambda: load_controlnet(Path(ref.source), dtype))
 

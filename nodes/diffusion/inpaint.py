@@ -39,8 +39,8 @@ class VAEEncodeForInpaint(Node):
     outputs = (Output("latent", T.latent),)
 
     def run(self, ctx, vae, image, mask, grow_mask_by=6):
+        from .._filters import grow
         from .._tensors import same_size
-        from ..mask import grow
         from .vae import encode
 
         same_size(image, mask, "mask")

@@ -3,7 +3,6 @@ the modules and loads each at most once."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +11,8 @@ from engine.runtime.models import ModelRef
 from engine.spec import Choice, Node, Output, String
 from engine.types import T
 
-
-def find(ctx, kind: str, name: str, input_name: str) -> Path:
-    if not name:
-        raise InputError(input_name, f"the name of a model in your {kind} folder", name)
-    try:
-        return ctx.models.paths.find(kind, name)
-    except LookupError as exc:
-        raise InputError(input_name, f"a model in your {kind} folder", name,
-                         hint=str(exc)) from None
-
-
-def model_key(prefix: str, path: Path, *extra: str) -> str:
-    """The model manager's key for a file: kind, path and modification time (a changed
-    file loads anew), plus whatever else changes what is loaded (the dtype)."""
-    try:
-        stamp = os.stat(path).st_mtime_ns
-    except OSError:
-        stamp = 0
-    return ":".join([prefix, str(path), str(stamp), *extra])
+from .files import find, model_key
+from .patches import patched
 
 
 def components(ctx, ref: ModelRef) -> Any:
@@ -64,12 +46,8 @@ def components(ctx, ref: ModelRef) -> Any:
             return load_unet_only(Path(ref.source), getattr(torch, choice.dtype))
 
         base = manager.get(ref.key, load_unet)
-        from .lora import patched
-
         return patched(ctx, ref, base)
     base = manager.get(ref.key, load)
-    from .lora import patched
-
     return patched(ctx, ref, base)  # puts exactly this ref's patches in place (or none)
 
 

@@ -17,7 +17,10 @@ from engine.spec import Float, In, Int, Node, Output, Seed, SeedControl, String
 from engine.types import T
 from engine.values import ControlHint, Latent
 
+from ..diffusion.controlnet import CONTROL_RESOLVERS
+
 SAMPLER, SCHEDULE = "uni_pc", "normal"  # the paper's UniPC
+LATENT_CONTROL = "LATENT_CONTROL"  # the ref kind of one of a hair model's Latent ControlNets
 
 
 def hair_models(ctx, ref: ModelRef) -> Any:
@@ -32,8 +35,15 @@ def hair_models(ctx, ref: ModelRef) -> Any:
     return ctx.models.get(ref.key, load)
 
 
+def _latent_control(ctx, ref: ModelRef) -> Any:
+    return hair_models(ctx, ref)[ref.get("part")]
+
+
+CONTROL_RESOLVERS[LATENT_CONTROL] = _latent_control
+
+
 def _part_ref(hair: ModelRef, part: str) -> ModelRef:
-    return ModelRef("LATENT_CONTROL", hair.family, hair.source, hair.key,
+    return ModelRef(LATENT_CONTROL, hair.family, hair.source, hair.key,
                     extra=(("part", part),))
 
 
@@ -67,7 +77,7 @@ class LoadHairModels(Node):
     outputs = (Output("hair_model", T.hair_model),)
 
     def run(self, ctx, hair_name):
-        from ..diffusion.models import find
+        from ..diffusion.files import find
 
         path = find(ctx, "hair", hair_name, "hair_name")
         if not path.is_dir():

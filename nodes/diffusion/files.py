@@ -1,0 +1,29 @@
+"""Finding model files and naming them for the model manager: below every loader, so
+each imports these without importing another loader."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engine.errors import InputError
+
+
+def find(ctx, kind: str, name: str, input_name: str) -> Path:
+    if not name:
+        raise InputError(input_name, f"the name of a model in your {kind} folder", name)
+    try:
+        return ctx.models.paths.find(kind, name)
+    except LookupError as exc:
+        raise InputError(input_name, f"a model in your {kind} folder", name,
+                         hint=str(exc)) from None
+
+
+def model_key(prefix: str, path: Path, *extra: str) -> str:
+    """The model manager's key for a file: kind, path and modification time (a changed
+    file loads anew), plus whatever else changes what is loaded (the dtype)."""
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except OSError:
+        stamp = 0
+    return ":".join([prefix, str(path), str(stamp), *extra])
