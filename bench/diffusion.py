@@ -50,9 +50,9 @@ def main() -> None:
     from engine.modelpaths import ModelFolders
     from engine.runtime import generator_for
     from engine.runtime.models import ModelManager
-    from nodes.diffusion.fixtures import build_controlnet, build_sd15
     from nodes.diffusion.loading import quiet
     from nodes.diffusion.sampling import make_scheduler
+    from testing.diffusion import build_controlnet, build_sd15
 
     quiet()
     rows = []

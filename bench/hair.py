@@ -30,8 +30,8 @@ def main(repeat: int = 5) -> None:
     from engine import Executor
     from engine.modelpaths import ModelFolders
     from engine.runtime.models import ModelManager
-    from nodes.diffusion.fixtures import build_sd15
-    from nodes.hair.fixtures import build_stable_hair
+    from testing.diffusion import build_sd15
+    from testing.hair import build_stable_hair
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     root = Path(tempfile.mkdtemp(prefix="loom-hair-bench-"))

@@ -115,7 +115,7 @@ def sampler_size(root: str, side: int, tiled: bool) -> dict:
 def main(max_side: int = 4096) -> None:
     import torch
 
-    from nodes.diffusion.fixtures import build_upscalers
+    from testing.diffusion import build_upscalers
 
     torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,7 +155,7 @@ def main(max_side: int = 4096) -> None:
         print(f"\n512x512, one tile: Loom / spandrel direct = {lm / dm:.3f} "
               f"({lm * 1e3:.0f} / {dm * 1e3:.0f} ms, {0.262 / lm:.2f} MP/s), target <= 1.05")
 
-        from nodes.diffusion.fixtures import build_sd15
+        from testing.diffusion import build_sd15
 
         build_sd15(tmp, "tiny-sd15")
         print("\nsampling memory (tiny SD model, 3 steps): peak resident MB above the state "

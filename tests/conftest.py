@@ -47,7 +47,7 @@ def events():
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Tiny random-weight SD models in a model folder (diffusers + single file)."""
-    from nodes.diffusion.fixtures import (
+    from testing.diffusion import (
         build_controlnet,
         build_lora,
         build_sd15,

@@ -154,9 +154,9 @@ def test_changing_strength_reruns_only_apply_sampler_and_after(model_executor, c
 def test_sdxl_controlnet_matches_diffusers_pipeline(tiny_models, model_executor, control_png):
     from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
 
-    from nodes.diffusion.fixtures import build_controlnet
     from nodes.diffusion.loading import quiet
     from nodes.diffusion.sampling import make_scheduler
+    from testing.diffusion import build_controlnet
 
     build_controlnet(tiny_models, tiny_models / "diffusers" / "tiny-sdxl", "tiny-controlnet-xl")
     g = graph(control_png, [("tiny-controlnet-xl.safetensors", 0.7, 0.0, 1.0, False)])

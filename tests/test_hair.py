@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def hair_root(tiny_models, tmp_path_factory):
-    from nodes.hair.fixtures import build_stable_hair
+    from testing.hair import build_stable_hair
 
     root = tmp_path_factory.mktemp("hair-models")
     unet = tiny_models / "diffusers" / "tiny-sd15" / "unet"

@@ -15,8 +15,9 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path, modules: set[str]) -> set[str]:
-    """The modules of `modules` that the file imports anywhere in its body."""
+def imports_of(path: Path, modules: set[str] = frozenset()) -> set[str]:
+    """Every module the file imports anywhere in its body, relative imports made absolute
+    (`from pkg import name` counts as pkg.name where that is one of `modules`)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
@@ -30,13 +31,13 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             for a in node.names:  # `from pkg import submodule` imports the submodule
                 found.add(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base)
-    return {m for m in found if m in modules and m != name}
+    return found - {name}
 
 
 def import_graph(top: str = "nodes") -> dict[str, set[str]]:
     files = sorted((ROOT / top).rglob("*.py"))
     modules = {module_name(f) for f in files}
-    return {module_name(f): imports_of(f, modules) for f in files}
+    return {module_name(f): imports_of(f, modules) & modules for f in files}
 
 
 def test_the_import_graph_sees_relative_and_function_level_imports():
@@ -51,3 +52,11 @@ def test_nodes_have_no_import_cycles():
         tuple(TopologicalSorter(import_graph()).static_order())
     except CycleError as exc:
         raise AssertionError(f"import cycle in nodes/: {' -> '.join(exc.args[1])}") from None
+
+
+def test_nothing_at_run_time_imports_the_test_builders():
+    bad = [f"{f.relative_to(ROOT)} imports {m}"
+           for top in ("nodes", "engine", "app") for f in sorted((ROOT / top).rglob("*.py"))
+           for m in imports_of(f) if m == "testing" or m.startswith("testing.")]
+    assert not bad, bad
+    assert "testing.diffusion" in imports_of(ROOT / "tests" / "conftest.py")  # it sees them

@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from nodes.diffusion.fixtures import bytes_to_unicode  # noqa: E402
+from testing.diffusion import bytes_to_unicode  # noqa: E402
 
 OUT = ROOT / "resources" / "configs"
 VERSION = "0.30.0"

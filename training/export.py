@@ -25,8 +25,8 @@ def export_controlnet(target: Path) -> None:
     from diffusers import ControlNetModel
     from safetensors.torch import save_file
 
-    from nodes.diffusion.fixtures import write_config_folder
     from nodes.diffusion.ldm import controlnet_to_ldm
+    from testing.diffusion import write_config_folder
 
     cn = ControlNetModel.from_pretrained(RUNS / "controlnet" / "model")
     cdir = target / "controlnet"
@@ -49,7 +49,7 @@ def main(target: Path = MODELS) -> None:
     )
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from nodes.diffusion.fixtures import write_single_file
+    from testing.diffusion import write_single_file
 
     unet = UNet2DConditionModel.from_pretrained(SHIPPED_UNET / "unet")
     text = CLIPTextModel.from_pretrained(SHIPPED_UNET / "text_encoder")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nodes.diffusion.fixtures import bytes_to_unicode
+from testing.diffusion import bytes_to_unicode
 
 
 def bpe(word: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:

@@ -117,7 +117,7 @@ def write_single_file(folder: Path, ckpt_dir: Path, name: str, unet, vae, text,
     diffusers folder's configs beside it in `NAME.config/`."""
     from safetensors.torch import save_file
 
-    from .ldm import clip_to_ldm, unet_to_ldm, vae_to_ldm
+    from nodes.diffusion.ldm import clip_to_ldm, unet_to_ldm, vae_to_ldm
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     state = {}
@@ -178,7 +178,7 @@ def build_sdxl(root: str | Path, name: str = "tiny-sdxl", seed: int = 0) -> dict
         CLIPTokenizer,
     )
 
-    from .ldm import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+    from nodes.diffusion.ldm import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
 
     root = Path(root)
     folder = root / "diffusers" / name
@@ -268,7 +268,7 @@ def build_controlnet(root: str | Path, model_folder: Path, name: str = "tiny-con
     from diffusers import ControlNetModel, UNet2DConditionModel
     from safetensors.torch import save_file
 
-    from .ldm import controlnet_to_ldm
+    from nodes.diffusion.ldm import controlnet_to_ldm
 
     unet = UNet2DConditionModel.from_pretrained(model_folder / "unet")
     torch.manual_seed(seed)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .model import PARTS, classes, controlnet_config, hair_processors
+from nodes.hair.model import PARTS, classes, controlnet_config, hair_processors
 
 
 def build_stable_hair(root: str | Path, unet_folder: str | Path, name: str = "tiny-hair",
