@@ -400,11 +400,9 @@ def cmd_extract(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from engine.modelpaths import KINDS
-
     folders = _folders(args)
     rows = []
-    for kind in KINDS:
+    for kind in folders.kinds:
         for entry in folders.list(kind):
             rows.append({"kind": kind, "name": entry.name, "path": str(entry.path),
                          "family": _family(kind, entry.path),

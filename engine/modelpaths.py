@@ -1,5 +1,6 @@
-"""Model folders, in the layout ComfyUI users already have: a root with `checkpoints`,
-`diffusers`, `loras`, `vae`, `controlnet`, `upscale_models`, `hair`.
+"""Model folders, in the layout ComfyUI users already have: a root with one folder per
+model kind (`loras`, `vae`, ...). The engine names no kind: node packages register theirs
+(`Registry.add_model_kind`) with the folder's layout and file suffixes.
 
 Roots come from, in order: `--models DIR` (given to `ModelFolders`), the `LOOM_MODELS`
 environment variable (os.pathsep-separated), the user config file
@@ -11,17 +12,52 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-KINDS = ("checkpoints", "diffusers", "loras", "vae", "controlnet", "upscale_models", "hair",
-         "diffusion_models")
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
-# ComfyUI's extra_model_paths.yaml keys that differ from ours
-_COMFY_KEYS = {"unet": "diffusion_models", "diffusion_models": "diffusion_models",
-               "upscale_models": "upscale_models", "controlnet": "controlnet",
-               "t2i_adapter": "controlnet", "loras": "loras", "vae": "vae",
-               "checkpoints": "checkpoints", "diffusers": "diffusers"}
+
+
+class Layout(StrEnum):
+    tree = "tree"  # model files at any depth
+    top = "top"  # model files directly in the kind folder only
+    folders = "folders"  # model files and every folder directly in the kind folder
+
+
+class ModelKind(str):
+    """A kind of model and its folder under each root; equal to the folder's name.
+
+    Wherever it sits, a folder holding one of `markers` is one model (a diffusers
+    pipeline). `comfyui_keys` are the names of this kind in ComfyUI's
+    extra_model_paths.yaml; `with_kinds` are other kinds a picker for this one lists too.
+    """
+
+    layout: Layout
+    suffixes: tuple[str, ...]
+    markers: tuple[str, ...]
+    comfyui_keys: tuple[str, ...]
+    with_kinds: tuple[str, ...]
+    description: str
+
+    def __new__(cls, folder: str, *, layout: Layout = Layout.tree,
+                suffixes: Iterable[str] = MODEL_SUFFIXES,
+                markers: Iterable[str] = ("model_index.json",), comfyui_keys: Iterable[str] = (),
+                with_kinds: Iterable[str] = (), description: str = "") -> ModelKind:
+        if not folder or "/" in folder or "\\" in folder or folder.startswith("."):
+            raise ValueError(f"model kind {folder!r}: a plain folder name")
+        self = super().__new__(cls, folder)
+        self.layout = Layout(layout)
+        self.suffixes = tuple(x.lower() for x in suffixes)
+        self.markers = tuple(markers)
+        self.comfyui_keys = tuple(comfyui_keys)
+        self.with_kinds = tuple(with_kinds)
+        self.description = description
+        return self
+
+    def __repr__(self) -> str:
+        return f"ModelKind({str(self)!r})"
 
 
 class ModelNotFound(LookupError):
@@ -45,9 +81,12 @@ def config_file() -> Path:
 class ModelFolders:
     def __init__(self, roots: list[str | os.PathLike[str]] | None = None, *,
                  use_env: bool = True, use_config: bool = True,
-                 bundled: Path | None = None):
+                 bundled: Path | None = None, kinds: Mapping[str, ModelKind] | None = None):
+        """`kinds`: the model kinds to know, by name; by default those of the node
+        packages installed (the default registry's)."""
         self.roots: list[Path] = [Path(r).expanduser() for r in roots or []]
-        self.extra: dict[str, list[Path]] = {k: [] for k in KINDS}
+        self._kinds = dict(kinds) if kinds is not None else None
+        self._comfyui: dict[str, list[Path]] = {}  # extra folders by ComfyUI's key
         if use_env and os.environ.get("LOOM_MODELS"):
             self.roots += [Path(p).expanduser() for p in
                            os.environ["LOOM_MODELS"].split(os.pathsep) if p]
@@ -80,34 +119,50 @@ class ModelFolders:
             if not base.is_absolute():
                 base = path.parent / base
             for key, value in section.items():
-                kind = _COMFY_KEYS.get(key)
-                if kind is None or not isinstance(value, str):
+                if key == "base_path" or not isinstance(value, str):
                     continue
                 for line in value.splitlines():
                     if line.strip():
-                        self.extra[kind].append(base / line.strip())
+                        self._comfyui.setdefault(key, []).append(base / line.strip())
+
+    @property
+    def kinds(self) -> Mapping[str, ModelKind]:
+        if self._kinds is None:
+            from .registry import default_registry
+
+            self._kinds = dict(default_registry().model_kinds)
+        return self._kinds
+
+    def kind(self, kind: ModelKind | str) -> ModelKind:
+        if isinstance(kind, ModelKind):
+            return kind
+        found = self.kinds.get(kind)
+        if found is None:
+            raise ValueError(f"unknown model kind {kind!r}; one of {tuple(self.kinds)}")
+        return found
 
     def is_bundled(self, entry: ModelEntry) -> bool:
         return self.bundled is not None and entry.root.parent == self.bundled
 
-    def folders(self, kind: str) -> list[Path]:
-        if kind not in KINDS:
-            raise ValueError(f"unknown model kind {kind!r}; one of {KINDS}")
-        return [r / kind for r in self.roots] + self.extra[kind]
+    def folders(self, kind: ModelKind | str) -> list[Path]:
+        k = self.kind(kind)
+        return [r / k for r in self.roots] + [p for key in k.comfyui_keys
+                                              for p in self._comfyui.get(key, [])]
 
-    def list(self, kind: str) -> list[ModelEntry]:
+    def list(self, kind: ModelKind | str) -> list[ModelEntry]:
+        k = self.kind(kind)
         out, seen = [], set()
-        for folder in self.folders(kind):
+        for folder in self.folders(k):
             if not folder.is_dir():
                 continue
-            for entry in sorted(_walk(folder, kind)):
+            for entry in sorted(_walk(folder, k)):
                 name = entry.relative_to(folder).as_posix()
                 if name not in seen:
                     seen.add(name)
-                    out.append(ModelEntry(kind, name, entry, folder))
+                    out.append(ModelEntry(str(k), name, entry, folder))
         return out
 
-    def find(self, kind: str, name: str) -> Path:
+    def find(self, kind: ModelKind | str, name: str) -> Path:
         """A model by its name in a kind folder, or an absolute / relative path."""
         p = Path(name).expanduser()
         if p.is_absolute() and p.exists():
@@ -122,24 +177,22 @@ class ModelFolders:
         raise ModelNotFound(f"no {kind} model named {name!r}; looked in {looked}")
 
 
-def _walk(folder: Path, kind: str) -> list[Path]:
+def _walk(folder: Path, kind: ModelKind) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         d = Path(dirpath)
         if d.name.endswith(".config"):  # a sidecar describing a single-file checkpoint
             dirnames.clear()
             continue
-        if (d / "model_index.json").is_file() or (kind == "diffusers" and (d / "unet").is_dir()):
+        if any((d / m).exists() for m in kind.markers):
             out.append(d)
             dirnames.clear()
             continue
-        if kind in ("diffusers", "hair") and d != folder:
+        if kind.layout is not Layout.tree and d != folder:
             continue
         dirnames[:] = [n for n in dirnames if not n.startswith(".")]
-        for f in filenames:
-            if f.lower().endswith(MODEL_SUFFIXES):
-                out.append(d / f)
-        if kind == "hair" and d == folder:
+        out += [d / f for f in filenames if f.lower().endswith(kind.suffixes)]
+        if kind.layout is Layout.folders:
             out += [folder / n for n in dirnames]
             dirnames.clear()
     return out

@@ -4,22 +4,57 @@ entry-point group `loom.nodes`, so the engine never imports the `nodes` package 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import Any
 
+from .modelpaths import ModelKind
 from .spec import Node
+from .types import CORE_TYPES, LinkType, define
 
 ENTRY_POINT_GROUP = "loom.nodes"
 log = logging.getLogger("loom.registry")
 
 
 class Registry:
+    """Node classes, and the link types and model kinds their packages bring."""
+
     def __init__(self) -> None:
         self._types: dict[str, type[Node]] = {}
         self._aliases: dict[str, str] = {}
+        self._link_types: dict[str, LinkType] = {t: t for t in CORE_TYPES}
+        self._model_kinds: dict[str, ModelKind] = {}
         self.plugin_errors: dict[str, str] = {}
+
+    def add_link_type(self, t: LinkType) -> LinkType:
+        """Add a package's link type (its connect rules and editor colour travel on it)."""
+        old = self._link_types.get(t)
+        if old is not None and not old.same_rules(t):
+            raise ValueError(f"link type {t} is already registered with other rules")
+        self._link_types[t] = define(t)
+        return t
+
+    def add_model_kind(self, kind: ModelKind) -> ModelKind:
+        """Add a package's model kind: a folder under each model root."""
+        if not isinstance(kind, ModelKind):
+            raise TypeError(f"{kind!r} is not a ModelKind")
+        old = self._model_kinds.get(kind)
+        if old is not None and old is not kind:
+            raise ValueError(f"model kind {kind} is already registered")
+        self._model_kinds[kind] = kind
+        return kind
+
+    @property
+    def link_types(self) -> Mapping[str, LinkType]:
+        return MappingProxyType(self._link_types)
+
+    @property
+    def model_kinds(self) -> Mapping[str, ModelKind]:
+        return MappingProxyType(self._model_kinds)
+
+    def link_type(self, name: str) -> LinkType | None:
+        return self._link_types.get(name)
 
     def register(self, cls: type[Node]) -> type[Node]:
         """Add a node class; usable as a decorator. Ids and aliases must be unique."""

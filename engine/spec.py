@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .types import PRIMITIVES, T
+from .modelpaths import ModelKind
+from .types import PRIMITIVES, LinkType, T, link_type
 
 if TYPE_CHECKING:
     from .context import NodeContext
@@ -20,10 +21,6 @@ class _Required:
 REQUIRED: Any = _Required()
 
 SEED_MAX = 2**64 - 1
-# File kinds that name models: fingerprinted by path, size and mtime instead of contents.
-MODEL_KINDS = frozenset({"checkpoints", "diffusers", "loras", "vae", "controlnet",
-                         "diffusion_models",
-                         "upscale_models", "hair", "model"})
 
 
 def _stat_print(path: Any) -> Any:
@@ -45,7 +42,7 @@ def _stat_print(path: Any) -> Any:
 @dataclass(frozen=True)
 class Input:
     name: str
-    type: T
+    type: LinkType
     default: Any = REQUIRED
     min: float | None = None
     max: float | None = None
@@ -53,7 +50,8 @@ class Input:
     choices: tuple[str, ...] | None = None
     optional: bool = False
     multiline: bool = False
-    file: str | None = None  # the kind of file this STRING names ("image", "checkpoint", ...)
+    # the kind of file this STRING names: "image", ..., or a ModelKind (a model folder)
+    file: str | None = None
     description: str = ""
     ui_only: bool = False  # an editor setting (e.g. seed control); not part of the signature
 
@@ -128,8 +126,9 @@ def _num(x: float) -> str:
 
 
 # Short constructors so node specs read like signatures.
-def In(name: str, type: T, *, optional: bool = False, description: str = "") -> Input:
-    return Input(name, T(type), optional=optional, description=description)
+def In(name: str, type: LinkType | str, *, optional: bool = False,
+       description: str = "") -> Input:
+    return Input(name, link_type(type), optional=optional, description=description)
 
 
 def Int(name: str, default: int = 0, *, min: int | None = None, max: int | None = None,
@@ -174,7 +173,7 @@ def SeedControl(name: str = "control_after_run", default: str = "fixed") -> Inpu
 @dataclass(frozen=True)
 class Output:
     name: str
-    type: T
+    type: LinkType
     description: str = ""
 
 
@@ -238,14 +237,15 @@ class Node:
     @classmethod
     def fingerprint(cls, values: dict[str, Any], env: FingerprintEnv) -> Any:
         """Extra signature ingredients. By default: content hashes of the files named;
-        for model files (gigabytes) their resolved path, size and modification time."""
+        for model files (gigabytes; inputs whose `file` is a ModelKind) their resolved
+        path, size and modification time."""
         out: dict[str, Any] = {}
         for name in cls.file_inputs:
             value = values.get(name)
             if not (isinstance(value, str) and value):
                 continue
             kind = cls.input_map[name].file
-            if kind in MODEL_KINDS:
+            if isinstance(kind, ModelKind):
                 path = env.find_model(kind, value) if env.find_model else None
                 out[name] = _stat_print(path)
             else:

@@ -11,4 +11,7 @@ def register(registry: Registry) -> None:
     from . import diffusion, hair, image, mask, preprocess, primitives, upscale
 
     for module in (primitives, image, mask, preprocess, diffusion, upscale, hair):
-        registry.register_all(module.NODES)
+        if hasattr(module, "register"):  # a family with its own link types or model kinds
+            module.register(registry)
+        else:
+            registry.register_all(module.NODES)

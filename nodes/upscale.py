@@ -9,13 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
+from engine.modelpaths import ModelKind
+from engine.registry import Registry
 from engine.runtime.models import ModelRef
 from engine.spec import Choice, Float, In, Int, Node, Output, String
-from engine.types import T
+from engine.types import LinkType, T
 from engine.values import Latent
 
 from ._tensors import check_image, luminance
 from .image import RESIZE_METHODS, resize
+
+UPSCALE_MODEL = LinkType("UPSCALE_MODEL", colour="#a1887f")
+UPSCALE_MODELS = ModelKind("upscale_models", comfyui_keys=("upscale_models",))
 
 LATENT_METHODS = ("nearest", "bilinear", "bicubic", "area")
 
@@ -50,13 +55,13 @@ class LoadUpscaleModel(Node):
     title = "Load Upscale Model"
     category = "loaders"
     description = "An upscaler (.pth / .safetensors in upscale_models/); the scale comes from it."
-    inputs = (String("upscale_model_name", "", file="upscale_models"),)
-    outputs = (Output("upscale_model", T.upscale_model),)
+    inputs = (String("upscale_model_name", "", file=UPSCALE_MODELS),)
+    outputs = (Output("upscale_model", UPSCALE_MODEL),)
 
     def run(self, ctx, upscale_model_name):
         from .diffusion.files import find, model_key
 
-        path = find(ctx, "upscale_models", upscale_model_name, "upscale_model_name")
+        path = find(ctx, UPSCALE_MODELS, upscale_model_name, "upscale_model_name")
         ref = ModelRef("UPSCALE_MODEL", "", str(path), model_key("upscale", path))
         desc = upscaler(ctx, ref)
         return {"upscale_model": ModelRef("UPSCALE_MODEL", desc.architecture.name, str(path),
@@ -182,7 +187,7 @@ class UpscaleWithModel(Node):
     description = ("Upscale with a model, in overlapping blended tiles so memory stays bounded "
                    "at any size. tile_size 0 picks one from free memory. An alpha channel is "
                    "resampled (bicubic) beside the colours.")
-    inputs = (In("upscale_model", T.upscale_model), In("image", T.image),
+    inputs = (In("upscale_model", UPSCALE_MODEL), In("image", T.image),
               Int("tile_size", 0, min=0, max=8192, step=32),
               Int("overlap", 32, min=0, max=512))
     outputs = (Output("image", T.image),)
@@ -202,7 +207,7 @@ class UpscaleWithModelBy(Node):
     category = "image/upscale"
     description = ("Upscale with a model, then resize to exactly `factor` times the input "
                    "(a 4x model for a 2x result, say).")
-    inputs = (In("upscale_model", T.upscale_model), In("image", T.image),
+    inputs = (In("upscale_model", UPSCALE_MODEL), In("image", T.image),
               Float("factor", 2.0, min=0.01, max=16.0, step=0.05),
               Choice("method", RESIZE_METHODS, "lanczos"),
               Int("tile_size", 0, min=0, max=8192, step=32), Int("overlap", 32, min=0, max=512))
@@ -288,3 +293,9 @@ class UpscaleLatentBy(Node):
 
 NODES = (LoadUpscaleModel, UpscaleWithModel, UpscaleWithModelBy, UpscaleImageBy,
          UpscaleLatent, UpscaleLatentBy)
+
+
+def register(registry: Registry) -> None:
+    registry.add_link_type(UPSCALE_MODEL)
+    registry.add_model_kind(UPSCALE_MODELS)
+    registry.register_all(NODES)

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.spec import MODEL_KINDS, REQUIRED
+from engine.spec import REQUIRED
 from engine.types import T
 
 from .document import Document, SetNodeField, SetParam
@@ -161,11 +161,11 @@ class Inspector(QScrollArea):
             combo.setCurrentText(str(value))
             combo.currentTextChanged.connect(lambda v: self._set(name, v))
             return combo
-        if spec.file in MODEL_KINDS:
+        kind = self.doc.registry.model_kinds.get(spec.file) if spec.file else None
+        if kind is not None:
             combo = QComboBox()
             combo.setEditable(True)
-            kinds = ("checkpoints", "diffusers") if spec.file == "checkpoints" else (spec.file,)
-            names = [n for k in kinds for n in self.list_models(k)]
+            names = [n for k in (kind, *kind.with_kinds) for n in self.list_models(k)]
             combo.addItems(names)
             combo.setCurrentText(str(value or ""))
             combo.currentTextChanged.connect(lambda v: self._set(name, v))

@@ -26,6 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from . import theme
+
 
 class Library(QWidget):
     """Every node type by category, filtered by a search field; double click adds one."""
@@ -62,9 +64,16 @@ class Library(QWidget):
             item = QTreeWidgetItem([cls.title])
             item.setData(0, Qt.ItemDataRole.UserRole, cls.type)
             item.setToolTip(0, cls.description)
+            item.setData(0, Qt.ItemDataRole.DecorationRole, self.colour_of(cls))
             cat.addChild(item)
         if words:
             self.tree.expandAll()
+
+    def colour_of(self, cls) -> QColor:
+        """The swatch beside a node: the colour of what it makes (its first output)."""
+        if cls.outputs:
+            return theme.type_colour(self.registry, cls.outputs[0].type)
+        return theme.category_colour(cls.category)
 
     def _activate(self, item: QTreeWidgetItem) -> None:
         t = item.data(0, Qt.ItemDataRole.UserRole)

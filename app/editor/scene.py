@@ -222,7 +222,7 @@ class NodeItem(QGraphicsItem):
 
     def _paint_port(self, p: QPainter, port: Port, lod: float) -> None:
         c = self.port_pos(port)
-        colour = theme.type_colour(port.type) if port.type else QColor("#888")
+        colour = theme.type_colour(self.doc.registry, port.type) if port.type else QColor("#888")
         lit = port in self.highlight
         p.setPen(QPen(theme.SELECTED if lit else theme.NODE_BORDER, 2 if lit else 1))
         connected = self.scene() is not None and self.scene().is_connected(port)
@@ -245,11 +245,11 @@ class NodeItem(QGraphicsItem):
 
 
 class WireItem(QGraphicsPathItem):
-    def __init__(self, link: Link, type_name: str):
+    def __init__(self, link: Link, colour: QColor):
         super().__init__()
         self.link = link
         self.setZValue(-1)
-        self.setPen(QPen(theme.type_colour(type_name) if type_name else QColor("#999"), 2.2))
+        self.setPen(QPen(colour, 2.2))
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
 
     def set_ends(self, a: QPointF, b: QPointF) -> None:
@@ -417,7 +417,9 @@ class GraphScene(QGraphicsScene):
         key = (link.dst, link.dst_input)
         if key in self.wires:
             self.removeItem(self.wires.pop(key))
-        wire = WireItem(link, self._link_type(link))
+        type_name = self._link_type(link)
+        wire = WireItem(link, theme.type_colour(self.doc.registry, type_name) if type_name
+                        else QColor("#999"))
         self.addItem(wire)
         self.wires[key] = wire
         self._sources.add((link.src, link.src_output))

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from PySide6.QtGui import QColor
 
-TYPE_COLOURS = {
-    "IMAGE": "#64b5f6", "MASK": "#81c784", "LATENT": "#ff8a80", "CONDITIONING": "#ffb74d",
-    "MODEL": "#b39ddb", "CLIP": "#fff176", "VAE": "#f06292", "CONTROL_NET": "#4db6ac",
-    "UPSCALE_MODEL": "#a1887f", "HAIR_MODEL": "#ce93d8", "INT": "#90a4ae", "FLOAT": "#90a4ae",
-    "STRING": "#aed581", "BOOL": "#90a4ae", "CHOICE": "#90a4ae", "SEED": "#90a4ae",
-    "SAMPLER": "#ecd19a", "SIGMAS": "#cdffcd", "GUIDER": "#66ffff", "NOISE": "#b0b0b0",
-}
+from engine.types import UNKNOWN_COLOUR
+
 CATEGORY_COLOURS = {"loaders": "#4a3f6b", "sampling": "#6b3f3f", "conditioning": "#6b5a33",
                     "latent": "#6b3f4f", "image": "#2f4f6b", "mask": "#2f5b3f",
                     "controlnet": "#2f5b57", "upscale": "#5b4a3f", "primitives": "#444a52",
@@ -36,8 +31,10 @@ PORT_R = 5.0
 THUMB = 96
 
 
-def type_colour(type_name: str) -> QColor:
-    return QColor(TYPE_COLOURS.get(type_name, "#cccccc"))
+def type_colour(registry, type_name: str) -> QColor:
+    """A link type's colour, as its package registered it (grey for an unknown type)."""
+    t = registry.link_type(type_name)
+    return QColor(t.colour if t is not None else UNKNOWN_COLOUR)
 
 
 def category_colour(category: str) -> QColor:

@@ -294,7 +294,8 @@ class GraphView(QGraphicsView):
             port = next(p for p in src_item.outputs if p.name == link.src_output)
         self._drag_port = port
         self._wire = QGraphicsPathItem()
-        self._wire.setPen(QPen(theme.type_colour(port.type), 2.2, Qt.PenStyle.DashLine))
+        colour = theme.type_colour(self.doc.registry, port.type)
+        self._wire.setPen(QPen(colour, 2.2, Qt.PenStyle.DashLine))
         self._wire.setZValue(50)
         self.scene().addItem(self._wire)
         for item in self.graph_scene.nodes.values():

@@ -9,13 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
+from engine.modelpaths import ModelKind
 from engine.runtime.models import ModelRef
 from engine.spec import Bool, Float, In, Node, Output, String
-from engine.types import T
+from engine.types import LinkType, T
 from engine.values import ControlHint
 
 from .files import find, model_key
 from .loading import CONFIGS, FAMILY_BY_CONTEXT, header_shapes, quiet, require_weights
+
+CONTROL_NET = LinkType("CONTROL_NET", colour="#4db6ac")
+CONTROLNETS = ModelKind("controlnet", comfyui_keys=("controlnet", "t2i_adapter"))
 
 
 def family_of_controlnet(path: Path) -> str | None:
@@ -58,11 +62,11 @@ class LoadControlNet(Node):
     title = "Load ControlNet"
     category = "loaders"
     description = "A ControlNet (diffusers folder or single file in controlnet/)."
-    inputs = (String("control_net_name", "", file="controlnet"),)
-    outputs = (Output("control_net", T.control_net),)
+    inputs = (String("control_net_name", "", file=CONTROLNETS),)
+    outputs = (Output("control_net", CONTROL_NET),)
 
     def run(self, ctx, control_net_name):
-        path = find(ctx, "controlnet", control_net_name, "control_net_name")
+        path = find(ctx, CONTROLNETS, control_net_name, "control_net_name")
         family = family_of_controlnet(path)
         if family is None:
             raise InputError("control_net_name", "a ControlNet (with cross-attention layers)",
@@ -94,7 +98,7 @@ class ApplyControlNet(Node):
     category = "conditioning"
     description = ("Attach a ControlNet and its control image to a conditioning. Chain to "
                    "use several; apply to the negative too for the usual behaviour.")
-    inputs = (In("conditioning", T.conditioning), In("control_net", T.control_net),
+    inputs = (In("conditioning", T.conditioning), In("control_net", CONTROL_NET),
               In("image", T.image),
               Float("strength", 1.0, min=0.0, max=10.0, step=0.01),
               Float("start_percent", 0.0, min=0.0, max=1.0, step=0.001),
@@ -128,7 +132,7 @@ class ApplyControlNetPair(Node):
     description = ("Attach a ControlNet and its control image to both the positive and the "
                    "negative conditioning (ComfyUI's Apply ControlNet Advanced).")
     inputs = (In("positive", T.conditioning), In("negative", T.conditioning),
-              In("control_net", T.control_net), In("image", T.image),
+              In("control_net", CONTROL_NET), In("image", T.image),
               Float("strength", 1.0, min=0.0, max=10.0, step=0.01),
               Float("start_percent", 0.0, min=0.0, max=1.0, step=0.001),
               Float("end_percent", 1.0, min=0.0, max=1.0, step=0.001))

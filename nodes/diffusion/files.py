@@ -7,9 +7,19 @@ import os
 from pathlib import Path
 
 from engine.errors import InputError
+from engine.modelpaths import Layout, ModelKind
+
+CHECKPOINTS = ModelKind("checkpoints", comfyui_keys=("checkpoints",), with_kinds=("diffusers",),
+                        description="single-file checkpoints (a picker also lists diffusers/)")
+DIFFUSERS = ModelKind("diffusers", layout=Layout.top, markers=("model_index.json", "unet"),
+                      comfyui_keys=("diffusers",), description="diffusers pipeline folders")
+LORAS = ModelKind("loras", comfyui_keys=("loras",))
+VAES = ModelKind("vae", comfyui_keys=("vae",))
+DIFFUSION_MODELS = ModelKind("diffusion_models", comfyui_keys=("unet", "diffusion_models"),
+                             description="a denoising model alone (UNet)")
 
 
-def find(ctx, kind: str, name: str, input_name: str) -> Path:
+def find(ctx, kind: ModelKind, name: str, input_name: str) -> Path:
     if not name:
         raise InputError(input_name, f"the name of a model in your {kind} folder", name)
     try:

@@ -8,7 +8,7 @@ from engine.errors import InputError
 from engine.spec import Float, In, Node, Output, String
 from engine.types import T
 
-from .files import find
+from .files import LORAS, find
 from .models import components
 from .patches import matched, read_lora
 
@@ -20,13 +20,13 @@ class LoadLoRA(Node):
     description = ("Patch the model and text encoder with a LoRA (kohya or diffusers layout). "
                    "Chain several to stack them.")
     inputs = (In("model", T.model), In("clip", T.clip, optional=True),
-              String("lora_name", "", file="loras"),
+              String("lora_name", "", file=LORAS),
               Float("strength_model", 1.0, min=-10.0, max=10.0, step=0.05),
               Float("strength_clip", 1.0, min=-10.0, max=10.0, step=0.05))
     outputs = (Output("model", T.model), Output("clip", T.clip))
 
     def run(self, ctx, model, lora_name, clip=None, strength_model=1.0, strength_clip=1.0):
-        path = find(ctx, "loras", lora_name, "lora_name")
+        path = find(ctx, LORAS, lora_name, "lora_name")
         parts = read_lora(ctx, path)
         base = components(ctx, type(model)(model.kind, model.family, model.source, model.key))
         hit, total, unet_fits = matched(ctx, base, parts)

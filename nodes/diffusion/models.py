@@ -11,7 +11,7 @@ from engine.runtime.models import ModelRef
 from engine.spec import Choice, Node, Output, String
 from engine.types import T
 
-from .files import find, model_key
+from .files import CHECKPOINTS, DIFFUSERS, DIFFUSION_MODELS, VAES, find, model_key
 from .patches import patched
 
 
@@ -92,7 +92,7 @@ class LoadCheckpoint(Node):
     category = "loaders"
     description = ("A Stable Diffusion 1.x, 2.x or SDXL model: a single .safetensors / .ckpt "
                    "file from checkpoints/ or a folder from diffusers/.")
-    inputs = (String("ckpt_name", "", file="checkpoints",
+    inputs = (String("ckpt_name", "", file=CHECKPOINTS,
                      description="file in checkpoints/ or folder in diffusers/"),)
     outputs = (Output("model", T.model), Output("clip", T.clip), Output("vae", T.vae))
 
@@ -111,7 +111,7 @@ class LoadCheckpoint(Node):
         name = values.get("ckpt_name") or ""
         path = None
         if env.find_model and name:
-            path = env.find_model("checkpoints", name) or env.find_model("diffusers", name)
+            path = env.find_model(CHECKPOINTS, name) or env.find_model(DIFFUSERS, name)
         from engine.spec import _stat_print
 
         return {"ckpt_name": _stat_print(path)}
@@ -119,17 +119,17 @@ class LoadCheckpoint(Node):
 
 def _find_checkpoint(ctx, name: str) -> Path:
     try:
-        return find(ctx, "checkpoints", name, "ckpt_name")
+        return find(ctx, CHECKPOINTS, name, "ckpt_name")
     except InputError:
         try:
-            return ctx.models.paths.find("diffusers", name)
+            return ctx.models.paths.find(DIFFUSERS, name)
         except LookupError:
             raise find_error(ctx, name) from None
 
 
 def find_error(ctx, name: str) -> InputError:
     paths = ctx.models.paths
-    looked = [str(p) for p in paths.folders("checkpoints") + paths.folders("diffusers")]
+    looked = [str(p) for p in paths.folders(CHECKPOINTS) + paths.folders(DIFFUSERS)]
     return InputError("ckpt_name", "a checkpoint file in checkpoints/ or a folder in "
                       "diffusers/", name or "(empty)",
                       hint="looked in " + (", ".join(looked) or "no model folders: set "
@@ -141,13 +141,13 @@ class LoadVAE(Node):
     title = "Load VAE"
     category = "loaders"
     description = "A separate VAE (.safetensors / .pt file in vae/, or a diffusers folder)."
-    inputs = (String("vae_name", "", file="vae"),
+    inputs = (String("vae_name", "", file=VAES),
               Choice("family", ("sd15", "sd2", "sdxl"), "sd15",
                      description="the model family whose latents it decodes"))
     outputs = (Output("vae", T.vae),)
 
     def run(self, ctx, vae_name, family="sd15"):
-        path = find(ctx, "vae", vae_name, "vae_name")
+        path = find(ctx, VAES, vae_name, "vae_name")
         key = model_key("vae", path, ctx.models.device.vae_dtype)
         ref = ModelRef("VAE", family, str(path), key)
         components(ctx, ref)  # load now: a bad file fails this node
@@ -161,11 +161,11 @@ class LoadDiffusionModel(Node):
     description = ("A UNet on its own (SD 1.x, 2.x or SDXL; a single file in original or "
                    "diffusers layout, or a diffusers unet folder) from diffusion_models/. "
                    "Pair it with a checkpoint's CLIP and VAE.")
-    inputs = (String("unet_name", "", file="diffusion_models"),)
+    inputs = (String("unet_name", "", file=DIFFUSION_MODELS),)
     outputs = (Output("model", T.model),)
 
     def run(self, ctx, unet_name):
-        path = find(ctx, "diffusion_models", unet_name, "unet_name")
+        path = find(ctx, DIFFUSION_MODELS, unet_name, "unet_name")
         key = model_key("unet", path, ctx.models.device.dtype)
         comps = components(ctx, ModelRef("MODEL", "", str(path), key))
         return {"model": ModelRef("MODEL", comps.family, str(path), key)}

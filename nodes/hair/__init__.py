@@ -12,15 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
+from engine.modelpaths import Layout, ModelKind
+from engine.registry import Registry
 from engine.runtime.models import ModelRef
 from engine.spec import Float, In, Int, Node, Output, Seed, SeedControl, String
-from engine.types import T
+from engine.types import LinkType, T
 from engine.values import ControlHint, Latent
 
 from ..diffusion.controlnet import CONTROL_RESOLVERS
 
 SAMPLER, SCHEDULE = "uni_pc", "normal"  # the paper's UniPC
 LATENT_CONTROL = "LATENT_CONTROL"  # the ref kind of one of a hair model's Latent ControlNets
+HAIR_MODEL = LinkType("HAIR_MODEL", colour="#ce93d8")
+HAIR = ModelKind("hair", layout=Layout.folders, description="one Stable-Hair set per folder")
 
 
 def hair_models(ctx, ref: ModelRef) -> Any:
@@ -73,13 +77,13 @@ class LoadHairModels(Node):
     description = ("Stable-Hair's weights from a folder in hair/ in the released layout: "
                    "stage1/pytorch_model.bin, stage2/pytorch_model.bin, _1.bin, _2.bin "
                    "(or the same names as .safetensors).")
-    inputs = (String("hair_name", "", file="hair", description="a folder in hair/"),)
-    outputs = (Output("hair_model", T.hair_model),)
+    inputs = (String("hair_name", "", file=HAIR, description="a folder in hair/"),)
+    outputs = (Output("hair_model", HAIR_MODEL),)
 
     def run(self, ctx, hair_name):
         from ..diffusion.files import find
 
-        path = find(ctx, "hair", hair_name, "hair_name")
+        path = find(ctx, HAIR, hair_name, "hair_name")
         if not path.is_dir():
             raise InputError("hair_name", "a folder (the released Stable-Hair layout)",
                              hair_name)
@@ -107,7 +111,7 @@ class RemoveHair(Node):
     description = ("Stage 1: the same person without hair, generated from noise with the "
                    "Bald Converter (a Latent ControlNet on the photo). Needs an SD 1.5 model.")
     inputs = (In("image", T.image), In("model", T.model), In("clip", T.clip), In("vae", T.vae),
-              In("hair_model", T.hair_model), Seed("seed", 0), SeedControl(),
+              In("hair_model", HAIR_MODEL), Seed("seed", 0), SeedControl(),
               Int("steps", 30, min=1, max=1000),
               Float("cfg", 1.5, min=0.0, max=30.0, step=0.1),
               Float("strength", 0.9, min=0.0, max=2.0, step=0.01))
@@ -172,7 +176,7 @@ class TransferHair(Node):
                    "the reference at every step; hair attention carries it into the image; "
                    "the Latent IdentityNet keeps face, pose and background.")
     inputs = (In("bald", T.image), In("reference", T.image), In("model", T.model),
-              In("clip", T.clip), In("vae", T.vae), In("hair_model", T.hair_model),
+              In("clip", T.clip), In("vae", T.vae), In("hair_model", HAIR_MODEL),
               Seed("seed", 0), SeedControl(), Int("steps", 30, min=1, max=1000),
               Float("cfg", 1.5, min=0.0, max=30.0, step=0.1),
               Float("hair_scale", 1.0, min=0.0, max=5.0, step=0.01),
@@ -223,3 +227,9 @@ class TransferHair(Node):
 
 
 NODES = (LoadHairModels, RemoveHair, TransferHair)
+
+
+def register(registry: Registry) -> None:
+    registry.add_link_type(HAIR_MODEL)
+    registry.add_model_kind(HAIR)
+    registry.register_all(NODES)
