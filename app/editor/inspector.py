@@ -165,7 +165,8 @@ class Inspector(QScrollArea):
         if kind is not None:
             combo = QComboBox()
             combo.setEditable(True)
-            names = [n for k in (kind, *kind.with_kinds) for n in self.list_models(k)]
+            kinds = (kind, *(self.doc.registry.model_kinds.get(k, k) for k in kind.with_kinds))
+            names = [n for k in kinds for n in self.list_models(k)]
             combo.addItems(names)
             combo.setCurrentText(str(value or ""))
             combo.currentTextChanged.connect(lambda v: self._set(name, v))

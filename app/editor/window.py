@@ -157,7 +157,8 @@ class MainWindow(QMainWindow):
 
         bundled = RESOURCES / "models"
         extra = [p for p in (self.settings.value("model_folders") or []) if p]
-        return ModelFolders(list(extra), bundled=bundled if bundled.is_dir() else None)
+        return ModelFolders(list(extra), bundled=bundled if bundled.is_dir() else None,
+                            kinds=self.registry.model_kinds)
 
     def executor(self):
         if self._executor is None:
