@@ -4,11 +4,11 @@ own rule, its model folder is searched, and the editor shows it with its colour.
 
 from __future__ import annotations
 
+import plugin_styles
 import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QColor
 
-import plugin_styles
 from engine import Executor, Graph, default_registry
 from engine.errors import GraphError
 from engine.modelpaths import ModelFolders
