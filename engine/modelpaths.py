@@ -1,5 +1,5 @@
 """Model folders, in the layout ComfyUI users already have: a root with one folder per
-model kind (`loras`, `vae`, ...). The engine names no kind: node packages register theirs
+model kind. The engine names no kind: node packages register theirs
 (`Registry.add_model_kind`) with the folder's layout and file suffixes.
 
 Roots come from, in order: `--models DIR` (given to `ModelFolders`), the `LOOM_MODELS`

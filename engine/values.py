@@ -20,27 +20,17 @@ class Latent:
 
 
 @dataclass(frozen=True)
-class ControlHint:
-    control_net: Any  # a ModelRef
-    image: Any  # IMAGE tensor [B, 3, H, W], 0..1
-    strength: float = 1.0
-    start: float = 0.0  # fraction of the schedule where control begins
-    end: float = 1.0  # ... and ends
-    guess_mode: bool = False
-
-
-@dataclass(frozen=True)
 class Conditioning:
     embeds: Any  # tensor [B, tokens, dim]
-    pooled: Any = None  # SDXL pooled embedding
-    controls: tuple[ControlHint, ...] = ()
+    pooled: Any = None  # a pooled text embedding, for models that read one
+    controls: tuple[Any, ...] = ()  # control hints (their node package defines them)
     combined: tuple[Any, ...] = ()  # conditionings combined with this one (each on its own)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 # Dataclasses the disk tier may rebuild, by name. Nothing else is ever instantiated from
 # a cache file, so reading one never runs code. Node packages may add their own.
-SERIALIZABLE: dict[str, type] = {c.__name__: c for c in (Latent, ControlHint, Conditioning)}
+SERIALIZABLE: dict[str, type] = {c.__name__: c for c in (Latent, Conditioning)}
 
 
 def _torch() -> Any:

@@ -15,10 +15,10 @@ DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16":
 @dataclass(frozen=True)
 class DeviceChoice:
     device: str  # "cuda", "cuda:1", "mps", "cpu"
-    dtype: str  # compute dtype for UNet / text encoders: float32 / float16 / bfloat16
-    vae_dtype: str  # the VAE overflows in fp16 (SD1.5 / SDXL): kept at bf16 or fp32
-    channels_last: bool = False  # UNet in channels-last memory format (faster on some GPUs)
-    compile: bool = False  # torch.compile the UNet (slow first run, faster steps)
+    dtype: str  # compute dtype for the denoiser / text encoders: float32 / float16 / bfloat16
+    vae_dtype: str  # VAEs overflow in fp16: kept at bf16 or fp32
+    channels_last: bool = False  # denoiser in channels-last layout (faster on some GPUs)
+    compile: bool = False  # torch.compile the denoiser (slow first run, faster steps)
 
     def torch_device(self) -> Any:
         import torch

@@ -27,10 +27,10 @@ class ModelRef:
     """A handle on a model the manager owns: hashable, small, safe to cache and pickle."""
 
     kind: str  # "MODEL", "CLIP", "VAE", ...
-    family: str  # "sd15", "sd2", "sdxl", "sdxl_refiner", ...
+    family: str  # the architecture, as the node package that loaded it names it
     source: str  # the file or folder it came from
     key: str  # the manager's key for the loaded object
-    patches: tuple[Any, ...] = ()  # e.g. LoRA (path, strength), applied in order
+    patches: tuple[Any, ...] = ()  # weight patches (kind, ...), applied in order
     extra: tuple[tuple[str, Any], ...] = ()
 
     loom_cache_bytes = 0  # accounted by the model manager, not the output cache

@@ -13,11 +13,23 @@ from engine.modelpaths import ModelKind
 from engine.runtime.models import ModelRef
 from engine.spec import Bool, Float, In, Node, Output, String
 from engine.types import LinkType, T
-from engine.values import ControlHint
+from engine.values import SERIALIZABLE
 
 from .files import find, model_key
 from .loading import CONFIGS, FAMILY_BY_CONTEXT, header_shapes, quiet, require_weights
 
+
+@dataclasses.dataclass(frozen=True)
+class ControlHint:
+    control_net: Any  # a ModelRef
+    image: Any  # IMAGE tensor [B, 3, H, W], 0..1
+    strength: float = 1.0
+    start: float = 0.0  # fraction of the schedule where control begins
+    end: float = 1.0  # ... and ends
+    guess_mode: bool = False
+
+
+SERIALIZABLE["ControlHint"] = ControlHint  # conditionings carrying hints cache to disk
 CONTROL_NET = LinkType("CONTROL_NET", colour="#4db6ac")
 CONTROLNETS = ModelKind("controlnet", comfyui_keys=("controlnet", "t2i_adapter"))
 

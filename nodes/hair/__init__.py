@@ -17,9 +17,9 @@ from engine.registry import Registry
 from engine.runtime.models import ModelRef
 from engine.spec import Float, In, Int, Node, Output, Seed, SeedControl, String
 from engine.types import LinkType, T
-from engine.values import ControlHint, Latent
+from engine.values import Latent
 
-from ..diffusion.controlnet import CONTROL_RESOLVERS
+from ..diffusion.controlnet import CONTROL_RESOLVERS, ControlHint
 
 SAMPLER, SCHEDULE = "uni_pc", "normal"  # the paper's UniPC
 LATENT_CONTROL = "LATENT_CONTROL"  # the ref kind of one of a hair model's Latent ControlNets
