@@ -9,6 +9,7 @@ from engine.spec import Float, In, Int, Node, Output, String
 from engine.types import T
 from engine.values import Conditioning
 
+from .arch import Arch
 from .models import components
 from .prompt import apply_weights, chunks, tokenize_weighted
 
@@ -79,7 +80,8 @@ class ClipSetLastLayer(Node):
 
     def run(self, ctx, clip, stop_at_clip_layer=-1):
         skip = -stop_at_clip_layer - 1
-        if clip.family.startswith("sdxl"):  # SDXL already reads the penultimate layer
+        arch = Arch.of(clip.family)
+        if arch is not None and arch.is_sdxl_like:  # it already reads the penultimate layer
             skip = max(skip - 1, 0)
         extra = tuple((k, v) for k, v in clip.extra if k != "clip_skip") + (("clip_skip", skip),)
         return {"clip": dataclasses.replace(clip, extra=extra)}

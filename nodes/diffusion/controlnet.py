@@ -15,6 +15,7 @@ from engine.spec import Bool, Float, In, Node, Output, String
 from engine.types import LinkType, T
 from engine.values import SERIALIZABLE
 
+from .arch import Arch
 from .files import find, model_key
 from .loading import CONFIGS, FAMILY_BY_CONTEXT, header_shapes, quiet, require_weights
 
@@ -161,7 +162,8 @@ class ApplyControlNetPair(Node):
 
 def base_family(family: str) -> str:
     """sd15_inpaint -> sd15, sdxl_refiner -> sdxl: what a ControlNet must match."""
-    return family.split("_")[0]
+    arch = Arch.of(family)
+    return arch.base if arch is not None else family
 
 
 class ControlState:

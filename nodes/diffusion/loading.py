@@ -11,18 +11,18 @@ from typing import Any
 
 from engine.errors import InputError
 
+from .arch import Arch, Prediction
+
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 CONFIGS = RESOURCES / "configs"
 
-# diffusers' model type names -> Loom's family names
-FAMILY_OF = {"v1": "sd15", "v2": "sd2", "xl_base": "sdxl", "xl_refiner": "sdxl_refiner",
-             "inpainting": "sd15_inpaint", "inpainting_v2": "sd2_inpaint",
-             "xl_inpaint": "sdxl_inpaint"}
-SUPPORTED = ("sd15", "sd2", "sdxl", "sdxl_refiner", "sd15_inpaint", "sd2_inpaint",
-             "sdxl_inpaint")
-SDXL_FAMILIES = ("sdxl", "sdxl_refiner", "sdxl_inpaint")
-# the width of the text context a UNet or ControlNet reads -> its family
-FAMILY_BY_CONTEXT = {768: "sd15", 1024: "sd2", 2048: "sdxl"}
+# diffusers' model type names -> Loom's families
+FAMILY_OF = {"v1": Arch.sd15, "v2": Arch.sd2, "xl_base": Arch.sdxl,
+             "xl_refiner": Arch.sdxl_refiner, "inpainting": Arch.sd15_inpaint,
+             "inpainting_v2": Arch.sd2_inpaint, "xl_inpaint": Arch.sdxl_inpaint}
+SUPPORTED = tuple(Arch)
+# the width of the text context a ControlNet reads -> the family it is made for
+FAMILY_BY_CONTEXT = {a.context_dim: a for a in Arch.bases()}
 
 
 @dataclass
@@ -113,7 +113,7 @@ def header_shapes(path: Path) -> dict[str, Any]:
             if k != "__metadata__"}
 
 
-def detect_family(state_dict: dict[str, Any]) -> str | None:
+def detect_family(state_dict: dict[str, Any]) -> Arch | None:
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
     if "model.diffusion_model.input_blocks.0.0.weight" not in state_dict:
@@ -125,26 +125,30 @@ def detect_family(state_dict: dict[str, Any]) -> str | None:
     return FAMILY_OF.get(kind)
 
 
-def family_of_folder(folder: Path) -> str:
+def family_of_folder(folder: Path) -> Arch | None:
     index = json.loads((folder / "model_index.json").read_text())
     cls = index.get("_class_name", "")
     in_ch = json.loads((folder / "unet" / "config.json").read_text()).get("in_channels", 4)
     if "XL" in cls:
-        fam = "sdxl_refiner" if index.get("text_encoder", [None, None])[0] is None else "sdxl"
-        return "sdxl_inpaint" if in_ch == 9 else fam
+        if in_ch == 9:
+            return Arch.sdxl_inpaint
+        return Arch.sdxl_refiner if index.get("text_encoder", [None, None])[0] is None \
+            else Arch.sdxl
     cross = json.loads((folder / "unet" / "config.json").read_text()).get("cross_attention_dim")
-    fam = "sd2" if cross == 1024 else "sd15"
-    return fam + "_inpaint" if in_ch == 9 else fam
+    return _unet_family(cross if cross == Arch.sd2.context_dim else Arch.sd15.context_dim,
+                        in_ch)
 
 
 def config_folder_for(path: Path, family: str) -> Path:
     sidecar = path.with_suffix(".config")
     if sidecar.is_dir():
         return sidecar
-    if family == "sd2":  # 768-v by default; an A1111-style NAME.yaml can say otherwise
+    arch = Arch.of(family)
+    if arch is not None and arch.info.other_configs:
+        # e.g. SD 2 is 768-v by default; an A1111-style NAME.yaml can say otherwise
         yaml_file = path.with_suffix(".yaml")
-        if yaml_file.is_file() and "parameterization" not in yaml_file.read_text():
-            family = "sd2_eps"
+        eps = yaml_file.is_file() and "parameterization" not in yaml_file.read_text()
+        family = arch.config_folder(Prediction.epsilon if eps else None)
     shipped = CONFIGS / family
     if not (shipped / "model_index.json").is_file():
         raise InputError("ckpt_name", f"a checkpoint of a family Loom has configs for "
@@ -184,9 +188,9 @@ def load_components(path: Path, torch_dtype: Any = None) -> Components:
             raise InputError("ckpt_name", "a diffusers folder (with model_index.json)",
                              str(path))
         family = family_of_folder(path)
-        cls = StableDiffusionXLPipeline if family in SDXL_FAMILIES else StableDiffusionPipeline
-        kwargs = {} if family in SDXL_FAMILIES else {"safety_checker": None,
-                                                      "requires_safety_checker": False}
+        cls = StableDiffusionXLPipeline if family.is_sdxl_like else StableDiffusionPipeline
+        kwargs = {} if family.is_sdxl_like else {"safety_checker": None,
+                                                 "requires_safety_checker": False}
         pipe = cls.from_pretrained(path, local_files_only=True, **_dtype(torch_dtype), **kwargs)
     else:
         try:
@@ -199,9 +203,9 @@ def load_components(path: Path, torch_dtype: Any = None) -> Components:
             raise InputError("ckpt_name", "a Stable Diffusion 1.x, 2.x or SDXL checkpoint",
                              path.name, hint="its layout matched none of these families")
         config = config_folder_for(path, family)
-        cls = StableDiffusionXLPipeline if family in SDXL_FAMILIES else StableDiffusionPipeline
-        kwargs = {} if family in SDXL_FAMILIES else {"safety_checker": None,
-                                                      "requires_safety_checker": False}
+        cls = StableDiffusionXLPipeline if family.is_sdxl_like else StableDiffusionPipeline
+        kwargs = {} if family.is_sdxl_like else {"safety_checker": None,
+                                                 "requires_safety_checker": False}
         pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True,
                                     **_dtype(torch_dtype), **kwargs)
         del state
@@ -236,7 +240,7 @@ def load_unet_only(path: Path, torch_dtype: Any = None) -> Components:
         unet = UNet2DConditionModel.from_pretrained(folder, local_files_only=True,
                                                     **_dtype(torch_dtype))
         family = _unet_family(unet.config.cross_attention_dim, unet.config.in_channels,
-                              unknown="sd15")
+                              unknown=Arch.sd15)
     else:
         sd = strip_prefix(read_state_dict(path), UNET_PREFIXES)
         ldm = "input_blocks.0.0.weight" in sd
@@ -264,11 +268,13 @@ def load_unet_only(path: Path, torch_dtype: Any = None) -> Components:
     return Components(family, unet, None, None, None, sched)
 
 
-def _unet_family(cross_attention_dim: int, in_channels: int, unknown: str | None = None
-                 ) -> str | None:
+def _unet_family(cross_attention_dim: int, in_channels: int, unknown: Arch | None = None
+                 ) -> Arch | None:
     """A UNet's family from its text-context width and input channels (9: inpainting)."""
-    fam = {**FAMILY_BY_CONTEXT, 1280: "sdxl_refiner"}.get(cross_attention_dim, unknown)
-    return fam + "_inpaint" if fam and in_channels == 9 else fam
+    channels = 9 if in_channels == 9 else 4
+    if Arch.from_denoiser(cross_attention_dim) is None and unknown is not None:
+        cross_attention_dim = unknown.context_dim
+    return Arch.from_denoiser(cross_attention_dim, channels)
 
 
 def _unet_config(path: Path, family: str) -> Path:

@@ -11,6 +11,7 @@ from engine.runtime.models import ModelRef
 from engine.spec import Choice, Node, Output, String
 from engine.types import T
 
+from .arch import Arch
 from .files import CHECKPOINTS, DIFFUSERS, DIFFUSION_MODELS, VAES, find, model_key
 from .patches import patched
 
@@ -142,11 +143,11 @@ class LoadVAE(Node):
     category = "loaders"
     description = "A separate VAE (.safetensors / .pt file in vae/, or a diffusers folder)."
     inputs = (String("vae_name", "", file=VAES),
-              Choice("family", ("sd15", "sd2", "sdxl"), "sd15",
+              Choice("family", tuple(a.value for a in Arch.bases()), Arch.sd15.value,
                      description="the model family whose latents it decodes"))
     outputs = (Output("vae", T.vae),)
 
-    def run(self, ctx, vae_name, family="sd15"):
+    def run(self, ctx, vae_name, family=Arch.sd15.value):
         path = find(ctx, VAES, vae_name, "vae_name")
         key = model_key("vae", path, ctx.models.device.vae_dtype)
         ref = ModelRef("VAE", family, str(path), key)

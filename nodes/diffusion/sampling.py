@@ -13,6 +13,7 @@ from engine.spec import Choice, Float, In, Int, Node, Output, Seed, SeedControl
 from engine.types import T
 from engine.values import Latent
 
+from .arch import Arch
 from .models import components
 
 # One table: the sampler names users know -> a diffusers scheduler and its settings.
@@ -38,11 +39,11 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     "sgm_uniform": {"timestep_spacing": "trailing"},
 }
 
-# A fixed linear map from latent channels to RGB per family: a cheap live preview.
+# A fixed linear map from latent channels to RGB per base family: a cheap live preview.
 PREVIEW_RGB = {
-    "sd15": ([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
+    Arch.sd15: ([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
               [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]], [0.0, 0.0, 0.0]),
-    "sdxl": ([[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068],
+    Arch.sdxl: ([[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068],
               [0.1076, 0.1111, -0.0362], [-0.3165, -0.2492, -0.2188]], [0.1084, -0.0175, -0.0011]),
 }
 
@@ -67,7 +68,8 @@ def make_scheduler(base_config: dict[str, Any], sampler: str, schedule: str) -> 
 def preview_image(latents: Any, family: str) -> Any:
     import torch
 
-    weights, bias = PREVIEW_RGB["sdxl" if family.startswith("sdxl") else "sd15"]
+    arch = Arch.of(family) or Arch.sd15
+    weights, bias = PREVIEW_RGB.get(arch.base, PREVIEW_RGB[Arch.sd15])
     w = torch.tensor(weights, dtype=torch.float32)
     x = latents[:1].detach().float().cpu()
     rgb = torch.einsum("bchw,cr->brhw", x, w) + torch.tensor(bias).view(1, 3, 1, 1)
@@ -374,8 +376,8 @@ def _sdxl_added(comps, positive, negative, shape, batch, guided, device, dtype) 
     import torch
 
     h, w = shape[-2] * 8, shape[-1] * 8
-    refiner = comps.family.startswith("sdxl_refiner")
-    if refiner:
+    arch = Arch.of(comps.family)
+    if arch is not None and arch.is_refiner:
         pos_ids = [h, w, 0, 0, positive.extra.get("aesthetic_score", 6.0)]
         neg_ids = [h, w, 0, 0, negative.extra.get("aesthetic_score", 2.5)]
     else:

@@ -19,6 +19,7 @@ from engine.spec import Float, In, Int, Node, Output, Seed, SeedControl, String
 from engine.types import LinkType, T
 from engine.values import Latent
 
+from ..diffusion.arch import Arch
 from ..diffusion.controlnet import CONTROL_RESOLVERS, ControlHint
 
 SAMPLER, SCHEDULE = "uni_pc", "normal"  # the paper's UniPC
@@ -92,7 +93,7 @@ class LoadHairModels(Node):
         except ValueError:
             stamp = 0
         key = f"hair:{path}:{stamp}:{ctx.models.device.dtype}"
-        ref = ModelRef("HAIR_MODEL", "sd15", str(path), key)
+        ref = ModelRef(HAIR_MODEL.value, Arch.sd15, str(path), key)
         try:
             models = hair_models(ctx, ref)
         except InputError as exc:

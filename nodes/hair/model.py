@@ -12,6 +12,8 @@ from typing import Any
 
 from engine.errors import InputError
 
+from ..diffusion.arch import Arch
+
 # The released layout: part -> file stem under the model folder (.safetensors or .bin).
 PARTS = {
     "bald_converter": "stage1/pytorch_model",
@@ -25,8 +27,8 @@ WHAT = {
     "hair_attention": "the hair attention layers (stage 2, to_k_SSR / to_v_SSR)",
     "identity_net": "the Latent IdentityNet (stage 2 Latent ControlNet)",
 }
-SD15_UNET_CONFIG = Path(__file__).resolve().parents[2] / "resources" / "configs" / "sd15" / \
-    "unet" / "config.json"
+SD15_UNET_CONFIG = Path(__file__).resolve().parents[2] / "resources" / "configs" / \
+    Arch.sd15 / "unet" / "config.json"
 
 
 @cache
