@@ -81,3 +81,33 @@ def test_engine_never_imports_app_or_nodes():
         text = f.read_text()
         for bad in ("import app", "from app", "import nodes", "from nodes", "PySide6", "PyQt"):
             assert bad not in text, f"{f} mentions {bad!r}"
+
+
+def test_every_link_type_and_model_kind_a_builtin_node_uses_is_registered():
+    reg = default_registry()
+    for cls in reg:
+        for port in (*cls.inputs, *cls.outputs):
+            assert reg.link_type(port.type) is port.type, (cls.type, port.name, port.type)
+        for i in cls.inputs:
+            if i.file and i.file != "image":
+                assert reg.model_kinds[i.file] is i.file, (cls.type, i.name, i.file)
+
+
+def test_a_type_or_kind_registered_twice_with_other_rules_is_refused():
+    from engine.modelpaths import ModelKind
+    from engine.types import LinkType
+
+    reg = Registry()
+    first = reg.add_link_type(LinkType("WIDGET_X", colour="#112233"))
+    assert reg.add_link_type(LinkType("WIDGET_X", colour="#112233")) is not None
+    with pytest.raises(ValueError, match="WIDGET_X is already"):
+        reg.add_link_type(LinkType("WIDGET_X", colour="#445566"))
+    assert reg.link_type("WIDGET_X") is first
+    with pytest.raises(ValueError, match="already defined"):
+        Registry().add_link_type(LinkType("WIDGET_X", feeds=("INT",)))
+    kind = reg.add_model_kind(ModelKind("widgets"))
+    with pytest.raises(ValueError, match="model kind widgets is already registered"):
+        reg.add_model_kind(ModelKind("widgets"))
+    assert reg.model_kinds == {"widgets": kind}
+    with pytest.raises(ValueError, match="upper-case"):
+        LinkType("lower")
