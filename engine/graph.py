@@ -8,6 +8,7 @@ skip the checks that need a spec.
 from __future__ import annotations
 
 import copy
+import graphlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,11 +272,8 @@ class Graph:
         """Node ids in dependency order. Raises GraphError on a cycle."""
         ids = list(self.nodes) if only is None else [i for i in self.nodes if i in set(only)]
         idset = set(ids)
-        order = dependency_order(ids, ((l.src, l.dst) for l in self.links.values()
-                                       if l.src in idset and l.dst in idset))
-        if len(order) != len(ids):
-            raise GraphError("the graph has a cycle")
-        return order
+        return dependency_order(ids, ((l.src, l.dst) for l in self.links.values()
+                                      if l.src in idset and l.dst in idset))
 
 
 def _reachable(start: str, edges: Iterable[tuple[str, str]]) -> set[str]:
@@ -294,23 +292,31 @@ def _reachable(start: str, edges: Iterable[tuple[str, str]]) -> set[str]:
 
 
 def dependency_order(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[str]:
-    """Kahn's algorithm over (source, target) edges between the given ids. The result is
-    shorter than `ids` when there is a cycle."""
-    indeg = dict.fromkeys(ids, 0)
-    children: dict[str, list[str]] = {}
+    """The given ids in dependency order over (source, target) edges between them.
+    Raises GraphError naming the nodes of a cycle."""
+    sorter = _sorter(ids, edges)
+    try:
+        return list(sorter.static_order())
+    except graphlib.CycleError as exc:
+        raise GraphError("the graph has a cycle: " + " -> ".join(exc.args[1])) from None
+
+
+def find_cycle(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[str]:
+    """The nodes of one cycle along (source, target) edges, in edge order, or []."""
+    try:
+        _sorter(ids, edges).prepare()
+    except graphlib.CycleError as exc:
+        return list(exc.args[1][:-1])
+    return []
+
+
+def _sorter(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> graphlib.TopologicalSorter:
+    sorter: graphlib.TopologicalSorter = graphlib.TopologicalSorter()
+    for i in ids:
+        sorter.add(i)
     for src, dst in edges:
-        indeg[dst] += 1
-        children.setdefault(src, []).append(dst)
-    ready = [i for i, d in indeg.items() if d == 0]
-    order: list[str] = []
-    while ready:
-        nxt = ready.pop()
-        order.append(nxt)
-        for c in children.get(nxt, ()):
-            indeg[c] -= 1
-            if indeg[c] == 0:
-                ready.append(c)
-    return order
+        sorter.add(dst, src)
+    return sorter
 
 
 def _label(node: GraphNode) -> str:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import LoomError, describe
-from .graph import Graph, Link, dependency_order
+from .graph import Graph, Link, find_cycle
 from .types import can_connect
 
 
@@ -218,20 +218,7 @@ def errors(problems: list[Problem]) -> list[Problem]:
 
 
 def _find_cycle(graph: Graph, ids: list[str]) -> list[str]:
-    """A cycle among the given nodes, or []. A linear-time check first; networkx only to
-    name the nodes of a cycle once there is one."""
+    """A cycle among the given nodes, or []."""
     idset = set(ids)
-    edges = [(l.src, l.dst) for l in graph.links.values() if l.src in idset and l.dst in idset]
-    if len(dependency_order(idset, edges)) == len(idset):
-        return []
-
-    import networkx as nx
-
-    g = nx.DiGraph()
-    g.add_nodes_from(ids)
-    g.add_edges_from(edges)
-    try:
-        edges = nx.find_cycle(g)
-    except nx.NetworkXNoCycle:
-        return []
-    return [a for a, _ in edges]
+    return find_cycle(ids, ((l.src, l.dst) for l in graph.links.values()
+                            if l.src in idset and l.dst in idset))
