@@ -24,7 +24,8 @@ from .context import CancelToken, NodeContext
 from .errors import Cancelled, InputError, NodeFailure, describe
 from .events import EventBus, NodeFailed, NodeFinished, NodeStarted, RunFinished, RunStarted
 from .fsutil import FileHasher
-from .graph import Graph, Link, dependency_order
+from .graph import Graph, Link
+from .order import dependency_order
 from .spec import REQUIRED, FingerprintEnv, Node
 from .validate import InvalidGraph, analyze, errors
 

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import LoomError, describe
-from .graph import Graph, Link, find_cycle
+from .graph import Graph, Link
+from .order import find_cycle
 from .types import can_connect
 
 

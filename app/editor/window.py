@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import random
@@ -454,18 +453,8 @@ class MainWindow(QMainWindow):
             self.doc.push(RemoveItems(self.doc, ids, wires, "Delete"))
 
     def selection_json(self) -> str | None:
-        ids = set(self.selected())
-        if not ids:
-            return None
-        sub = Graph(self.registry)
-        for i in list(self.doc.graph.nodes):
-            if i in ids:
-                sub.nodes[i] = copy.deepcopy(self.doc.graph.node(i))
-        for k, l in self.doc.graph.links.items():
-            if l.src in ids and l.dst in ids:
-                sub.links[k] = copy.deepcopy(l)
-        sub.groups = [copy.deepcopy(g) for g in self.doc.graph.groups if set(g.nodes) <= ids]
-        return wf.dumps(sub)
+        ids = self.selected()
+        return wf.dumps(self.doc.graph.subgraph(ids)) if ids else None
 
     def copy(self) -> None:
         text = self.selection_json()
@@ -492,23 +481,10 @@ class MainWindow(QMainWindow):
         xs = [n.pos[0] for n in sub]
         ys = [n.pos[1] for n in sub]
         dx, dy = (at.x() - min(xs), at.y() - min(ys)) if at is not None else (40, 40)
-        rename = {}
-        nodes = []
-        for n in sub:
-            new_id = n.id if n.id not in self.doc.graph and n.id not in rename.values() \
-                else self.doc.graph.new_id(n.type.split("_")[0])
-            while new_id in rename.values():
-                new_id = new_id + "_"
-            rename[n.id] = new_id
-            n2 = copy.deepcopy(n)
-            n2.id = new_id
-            n2.pos = (n.pos[0] + dx, n.pos[1] + dy)
-            nodes.append(n2)
-        links = [Link(rename[l.src], l.src_output, rename[l.dst], l.dst_input, dict(l.extra))
-                 for l in sub.links.values()]
-        groups = [Group(g.title, [rename[i] for i in g.nodes], g.color, dict(g.extra))
-                  for g in sub.groups]
-        self.doc.push(AddItems(self.doc, nodes, links, "Paste", groups))
+        added = self.doc.graph.pasteable(sub, (dx, dy))
+        nodes = list(added)
+        self.doc.push(AddItems(self.doc, nodes, list(added.links.values()), "Paste",
+                               added.groups))
         self.scene.clearSelection()
         for n in nodes:
             self.scene.nodes[n.id].setSelected(True)
