@@ -22,7 +22,15 @@ from . import values as V
 from .cache import Cache
 from .context import CancelToken, NodeContext
 from .errors import Cancelled, InputError, NodeFailure, describe
-from .events import EventBus, NodeFailed, NodeFinished, NodeStarted, RunFinished, RunStarted
+from .events import (
+    EventBus,
+    NodeFailed,
+    NodeFinished,
+    NodeStarted,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+)
 from .fsutil import FileHasher
 from .graph import Graph, Link
 from .order import dependency_order
@@ -46,7 +54,7 @@ class Plan:
 @dataclass
 class RunResult:
     run_id: str
-    status: str  # ok | failed | cancelled
+    status: RunStatus
     plan: Plan
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per target node
     failures: dict[str, NodeFailure] = field(default_factory=dict)
@@ -57,7 +65,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == RunStatus.OK
 
     def __getitem__(self, node_id: str) -> dict[str, Any]:
         return self.outputs[node_id]
@@ -215,7 +223,7 @@ class Executor:
         t0 = time.perf_counter()
         local: dict[str, dict[str, Any]] = {}
         plan = self._plan_with_targets(graph, targets, local)
-        result = RunResult(run_id, "ok", plan)
+        result = RunResult(run_id, RunStatus.OK, plan)
         self.events.emit(RunStarted(run_id, plan.to_dict(), list(plan.targets)))
         for nid in plan.cached:
             ui = local[nid].get("ui") if nid in local else None
@@ -237,8 +245,8 @@ class Executor:
                 ui = outs.get("ui")
                 if isinstance(ui, dict):
                     result.files.extend(str(f) for f in ui.get("files", []))
-        if result.status != "cancelled" and (result.failures or result.skipped):
-            result.status = "failed"
+        if result.status != RunStatus.CANCELLED and (result.failures or result.skipped):
+            result.status = RunStatus.FAILED
         result.seconds = time.perf_counter() - t0
         self.events.emit(RunFinished(run_id, result.status, list(result.files), result.seconds,
                                      sorted(result.failures), sorted(result.skipped)))
@@ -296,7 +304,7 @@ class Executor:
             node = graph.nodes[nid]
             cls = reg.get(node.type)
             if cancel.cancelled:
-                result.status = "cancelled"
+                result.status = RunStatus.CANCELLED
                 return
             bad = next((l.src for l in plan.sources[nid].values()
                         if l.src in result.failures or l.src in result.skipped), None)
@@ -322,7 +330,7 @@ class Executor:
                                        "copy a value before changing it (the upstream cached "
                                        "output was dropped)")
             except Cancelled:
-                result.status = "cancelled"
+                result.status = RunStatus.CANCELLED
                 return
             except _Replan:
                 raise
