@@ -280,3 +280,24 @@ def test_only_the_requested_targets_run(test_registry):
     g = chain(test_registry)
     r = Executor().run(g, ["out2"])
     assert r.computed == ["c", "out2"]
+
+
+def test_each_widget_value_is_coerced_once_per_run(test_registry, monkeypatch):
+    """validate coerces (and checks) a stored value; signatures and the node's inputs reuse
+    what it got, instead of coercing the same value three times."""
+    from engine.spec import Input
+
+    g = chain(test_registry)
+    calls: list[str] = []
+    real = Input.coerce
+
+    def counting(self, value):
+        calls.append(self.name)
+        return real(self, value)
+
+    monkeypatch.setattr(Input, "coerce", counting)
+    r = Executor().run(g)
+    assert r.ok and r["out"]["ui"] == {"value": 3}
+    # the three num nodes' stored values once each, Add's unset bias (its default) once for
+    # the signature, and the values wired into Add and the two sinks when they arrive
+    assert sorted(calls) == sorted(["value"] * 3 + ["bias"] + ["a", "b", "value", "value"])
