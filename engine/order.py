@@ -25,13 +25,22 @@ def reachable(start: str, edges: Iterable[tuple[str, str]]) -> set[str]:
 
 
 def dependency_order(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[str]:
-    """The given ids in dependency order over (source, target) edges between them.
-    Raises GraphError naming the nodes of a cycle."""
+    """The given ids in dependency order over (source, target) edges between them, newest
+    ready node first (so a branch is finished before the next, and the order is the one
+    layouts and files have always had). Raises GraphError naming the nodes of a cycle."""
     sorter = _sorter(ids, edges)
     try:
-        return list(sorter.static_order())
+        sorter.prepare()
     except graphlib.CycleError as exc:
         raise GraphError("the graph has a cycle: " + " -> ".join(exc.args[1])) from None
+    order: list[str] = []
+    ready = list(sorter.get_ready())
+    while ready:
+        node = ready.pop()
+        order.append(node)
+        sorter.done(node)
+        ready.extend(sorter.get_ready())
+    return order
 
 
 def find_cycle(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[str]:

@@ -180,3 +180,38 @@ def test_link_problem_names_nodes_and_small_edits_bump_the_revision(test_registr
         edit()
         assert g.revision == rev + 1
     assert list(g.nodes) == [b.id, a.id] and g.node(a.id).title == "A"
+
+
+def test_dependency_order_is_the_newest_ready_first_order_layouts_rely_on():
+    """graphlib does the sorting; the order stays the one the hand-written Kahn sort gave
+    (ComfyUI API imports are laid out in it)."""
+    import random
+
+    from engine.order import dependency_order, find_cycle
+
+    def kahn(ids, edges):
+        indeg, children = dict.fromkeys(ids, 0), {}
+        for s, d in edges:
+            indeg[d] += 1
+            children.setdefault(s, []).append(d)
+        ready, order = [i for i, d in indeg.items() if d == 0], []
+        while ready:
+            order.append(ready.pop())
+            for c in children.get(order[-1], ()):
+                indeg[c] -= 1
+                if indeg[c] == 0:
+                    ready.append(c)
+        return order
+
+    rng = random.Random(0)
+    for _ in range(300):
+        ids = [f"n{i}" for i in rng.sample(range(100), rng.randint(1, 25))]
+        rank = {x: rng.random() for x in ids}
+        edges = [(a, b) for a in ids for b in ids if rank[a] < rank[b] and rng.random() < 0.15]
+        rng.shuffle(edges)
+        assert dependency_order(ids, edges) == kahn(ids, edges)
+        assert find_cycle(ids, edges) == []
+    assert find_cycle("abcd", [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]) == \
+        ["a", "b", "c"]
+    with pytest.raises(GraphError, match="the graph has a cycle: a -> b -> a"):
+        dependency_order("ab", [("a", "b"), ("b", "a")])
