@@ -215,6 +215,8 @@ def cmd_run(args) -> int:
         return EXIT_INVALID
     executor = Executor(cache=_make_cache(args), output_dir=args.out,
                         models=_make_models(args))
+    from app.progress import JsonEvents, TerminalProgress
+
     reporter = JsonEvents() if args.events == "json" else TerminalProgress()
     executor.events.subscribe(reporter)
     token = CancelToken()
@@ -262,47 +264,6 @@ def _failure_text(graph, f) -> str:
     if f.hint and f.hint not in text:
         text += f"\n  hint: {f.hint}"
     return text
-
-
-class JsonEvents:
-    def __call__(self, ev) -> None:
-        print(json.dumps(ev.to_json(), default=str), flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-class TerminalProgress:
-    """A progress bar on a terminal; one line per node otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.bar = None
-        self.types: dict[str, str] = {}
-
-    def __call__(self, ev) -> None:
-        name = ev.event
-        if name == "run_started":
-            total = len(ev.plan["run"])
-            if self.tty and total:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, unit="node", file=sys.stderr, leave=False)
-        elif name == "node_started":
-            self.types[ev.node] = ev.type
-            if self.bar is not None:
-                self.bar.set_description(f"{ev.node} {ev.type}")
-        elif name == "progress" and self.bar is not None:
-            self.bar.set_postfix_str(f"step {ev.step}/{ev.total}")
-        elif name == "node_finished" and not ev.cached:
-            if self.bar is not None:
-                self.bar.update(1)
-            else:
-                print(f"{ev.node} {ev.type}: {ev.seconds:.2f} s", file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def cmd_validate(args) -> int:

@@ -9,11 +9,31 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from .errors import NodeFailure
 
 log = logging.getLogger("loom.events")
+
+
+class RunStatus(StrEnum):
+    """How a run ended; a str, so it compares with and prints as its value."""
+
+    OK = "ok"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INVALID = "invalid"  # refused by validation before anything ran
+
+
+class NodeStatus(StrEnum):
+    """Where one node stands in the latest run (what the editor draws)."""
+
+    NONE = ""
+    RUNNING = "running"
+    COMPUTED = "computed"
+    CACHED = "cached"
+    FAILED = "failed"
 
 
 @dataclass
@@ -85,7 +105,7 @@ class NodeFailed(Event):
 @dataclass
 class RunFinished(Event):
     event: ClassVar[str] = "run_finished"
-    status: str = "ok"  # ok | failed | cancelled
+    status: RunStatus = RunStatus.OK
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
     failed: list[str] = field(default_factory=list)

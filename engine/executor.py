@@ -22,11 +22,20 @@ from . import values as V
 from .cache import Cache
 from .context import CancelToken, NodeContext
 from .errors import Cancelled, InputError, NodeFailure, describe
-from .events import EventBus, NodeFailed, NodeFinished, NodeStarted, RunFinished, RunStarted
+from .events import (
+    EventBus,
+    NodeFailed,
+    NodeFinished,
+    NodeStarted,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+)
 from .fsutil import FileHasher
-from .graph import Graph, Link, dependency_order
+from .graph import Graph, Link
+from .order import dependency_order
 from .spec import REQUIRED, FingerprintEnv, Node
-from .validate import InvalidGraph, analyze, errors
+from .validate import InvalidGraph, analyze, errors, param_value
 
 
 @dataclass
@@ -37,6 +46,7 @@ class Plan:
     signatures: dict[str, str]
     sources: dict[str, dict[str, Link]] = field(repr=False, default_factory=dict)
     volatile: set[str] = field(repr=False, default_factory=set)  # never cached (randomness)
+    values: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)  # coerced
 
     def to_dict(self) -> dict[str, list[str]]:
         return {"run": list(self.run), "cached": list(self.cached)}
@@ -45,7 +55,7 @@ class Plan:
 @dataclass
 class RunResult:
     run_id: str
-    status: str  # ok | failed | cancelled
+    status: RunStatus
     plan: Plan
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per target node
     failures: dict[str, NodeFailure] = field(default_factory=dict)
@@ -56,7 +66,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == RunStatus.OK
 
     def __getitem__(self, node_id: str) -> dict[str, Any]:
         return self.outputs[node_id]
@@ -109,7 +119,7 @@ class Executor:
              nonce: str | None = None) -> Plan:
         """Which nodes must run and which come from the cache. Raises InvalidGraph."""
         targets = list(targets) if targets is not None else graph.output_nodes()
-        problems, all_sources = analyze(graph, targets if targets else None)
+        problems, all_sources, values = analyze(graph, targets if targets else None)
         if errors(problems):
             raise InvalidGraph(problems)
         reg = graph.registry
@@ -124,7 +134,8 @@ class Executor:
                 stack.extend(l.src for l in sources[nid].values())
         order = _topological(graph, sources)
 
-        sigs, volatile = self.signatures(graph, order, sources, nonce or uuid.uuid4().hex)
+        sigs, volatile = self.signatures(graph, order, sources, nonce or uuid.uuid4().hex,
+                                         values)
 
         # From the targets back: stop at cached nodes, nothing upstream runs for them.
         to_run: set[str] = set()
@@ -143,7 +154,7 @@ class Executor:
         run = _grouped_order(targets, sources, to_run)
         position = {nid: i for i, nid in enumerate(order)}
         return Plan(targets, run, sorted(cached, key=position.__getitem__), sigs, sources,
-                    volatile)
+                    volatile, values)
 
     def _cached(self, cls: type[Node], sig: str) -> bool:
         if sig not in self.cache:
@@ -157,7 +168,7 @@ class Executor:
         return True
 
     def signatures(self, graph: Graph, order: list[str], sources: dict[str, dict[str, Link]],
-                   nonce: str) -> tuple[dict[str, str], set[str]]:
+                   nonce: str, coerced: dict | None = None) -> tuple[dict[str, str], set[str]]:
         """Merkle signatures of the given nodes (in dependency order)."""
         reg = graph.registry
         env = FingerprintEnv(self.resolver(graph), self.file_hash, str(self.output_dir),
@@ -187,10 +198,8 @@ class Executor:
                         else:
                             values[inp.name] = const[link.src_output]
                 else:
-                    v = node.params.get(inp.name, inp.default)
+                    v = param_value(inp, node, (coerced or {}).get(nid, {}), inp.default)
                     if v is not REQUIRED:
-                        if inp.is_widget:
-                            v = inp.coerce(v)[1]
                         values[inp.name] = v
                     parts.append((inp.name, None if v is REQUIRED else v))
             parts.append(cls.fingerprint(values, env))
@@ -214,7 +223,7 @@ class Executor:
         t0 = time.perf_counter()
         local: dict[str, dict[str, Any]] = {}
         plan = self._plan_with_targets(graph, targets, local)
-        result = RunResult(run_id, "ok", plan)
+        result = RunResult(run_id, RunStatus.OK, plan)
         self.events.emit(RunStarted(run_id, plan.to_dict(), list(plan.targets)))
         for nid in plan.cached:
             ui = local[nid].get("ui") if nid in local else None
@@ -236,8 +245,8 @@ class Executor:
                 ui = outs.get("ui")
                 if isinstance(ui, dict):
                     result.files.extend(str(f) for f in ui.get("files", []))
-        if result.status != "cancelled" and (result.failures or result.skipped):
-            result.status = "failed"
+        if result.status != RunStatus.CANCELLED and (result.failures or result.skipped):
+            result.status = RunStatus.FAILED
         result.seconds = time.perf_counter() - t0
         self.events.emit(RunFinished(run_id, result.status, list(result.files), result.seconds,
                                      sorted(result.failures), sorted(result.skipped)))
@@ -295,7 +304,7 @@ class Executor:
             node = graph.nodes[nid]
             cls = reg.get(node.type)
             if cancel.cancelled:
-                result.status = "cancelled"
+                result.status = RunStatus.CANCELLED
                 return
             bad = next((l.src for l in plan.sources[nid].values()
                         if l.src in result.failures or l.src in result.skipped), None)
@@ -305,7 +314,8 @@ class Executor:
             self.events.emit(NodeStarted(result.run_id, nid, node.type))
             t0 = time.perf_counter()
             try:
-                kwargs, recorded = self._inputs(cls, node, plan.sources[nid], outputs_of)
+                kwargs, recorded = self._inputs(cls, node, plan.sources[nid], outputs_of,
+                                                plan.values.get(nid, {}))
                 ctx = NodeContext(run_id=result.run_id, node_id=nid, node_type=node.type,
                                   bus=self.events, cancel=cancel, models=self.models,
                                   resolve_path=resolve, output_dir=self.output_dir,
@@ -321,7 +331,7 @@ class Executor:
                                        "copy a value before changing it (the upstream cached "
                                        "output was dropped)")
             except Cancelled:
-                result.status = "cancelled"
+                result.status = RunStatus.CANCELLED
                 return
             except _Replan:
                 raise
@@ -345,7 +355,8 @@ class Executor:
                     local.pop(l.src, None)
 
     @staticmethod
-    def _inputs(cls: type[Node], node, srcs: dict[str, Link], outputs_of) -> tuple[dict, list]:
+    def _inputs(cls: type[Node], node, srcs: dict[str, Link], outputs_of,
+                coerced: dict[str, Any]) -> tuple[dict, list]:
         kwargs: dict[str, Any] = {}
         recorded: list[tuple[Any, int]] = []
         for inp in cls.inputs:
@@ -359,9 +370,7 @@ class Executor:
                                          hint=f"the value came from {link.src}.{link.src_output}")
                 recorded.extend(V.versions(value))
             elif inp.name in node.params:
-                value = node.params[inp.name]
-                if inp.is_widget:
-                    value = inp.coerce(value)[1]
+                value = param_value(inp, node, coerced)
             elif inp.default is not REQUIRED:
                 value = inp.default
             else:

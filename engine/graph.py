@@ -8,12 +8,13 @@ skip the checks that need a spec.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import GraphError, describe
+from .order import dependency_order, reachable
 from .registry import Registry
 from .types import can_connect
 
@@ -39,6 +40,17 @@ class Link:
     dst: str
     dst_input: str
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass
+class Removed:
+    """What `Graph.remove_items` took out, for `Graph.restore`."""
+
+    nodes: list[GraphNode]
+    links: list[Link]
+    groups: list[Group]
+    node_order: list[str]
+    link_order: list[tuple[str, str]]
 
 
 @dataclass
@@ -130,11 +142,11 @@ class Graph:
 
     def downstream(self, node_id: str) -> set[str]:
         """Every node that depends on `node_id` (not including itself)."""
-        return _reachable(node_id, ((l.src, l.dst) for l in self.links.values()))
+        return reachable(node_id, ((l.src, l.dst) for l in self.links.values()))
 
     def upstream(self, node_id: str) -> set[str]:
         """Every node that `node_id` depends on (not including itself)."""
-        return _reachable(node_id, ((l.dst, l.src) for l in self.links.values()))
+        return reachable(node_id, ((l.dst, l.src) for l in self.links.values()))
 
     # ---- edits ---------------------------------------------------------------------------
     def new_id(self, prefix: str = "n") -> str:
@@ -183,37 +195,59 @@ class Graph:
                 g.nodes.remove(node_id)
         self.revision += 1
 
-    def connect(self, src: OutRef | NodeRef | tuple[str, str], dst: tuple[str, str]) -> Link:
+    def connect(self, src: OutRef | NodeRef | tuple[str, str], dst: tuple[str, str],
+                extra: dict[str, Any] | None = None) -> Link:
         """Wire an output to an input, replacing what fed that input before."""
         if isinstance(src, NodeRef):
             if len(src.outputs) != 1:
                 raise GraphError(f"node {src.id} has {len(src.outputs)} outputs; name one")
             src = OutRef(src.id, src.outputs[0])
-        src_id, out_name = src
-        dst_id, in_name = dst
-        a, b = self.node(src_id), self.node(dst_id)
+        self.node(src[0]), self.node(dst[0])
+        why = self.link_problem(src, dst)
+        if why is not None:
+            raise GraphError(why)
+        link = Link(src[0], src[1], dst[0], dst[1], dict(extra or {}))
+        self.links[(dst[0], dst[1])] = link
+        self.revision += 1
+        return link
+
+    def link_problem(self, src: tuple[str, str], dst: tuple[str, str],
+                     name: Callable[[str], str] = str) -> str | None:
+        """Why `src` may not feed `dst` (no such node or port, incompatible types, a cycle),
+        or None if it may. `name` labels nodes in the message."""
+        (src_id, out_name), (dst_id, in_name) = src, dst
+        for nid in (src_id, dst_id):
+            if nid not in self.nodes:
+                return f"no node with id {nid!r}"
+        a, b = self.nodes[src_id], self.nodes[dst_id]
         a_cls, b_cls = self.registry.get(a.type), self.registry.get(b.type)
         out_t = in_t = None
         if a_cls is not None:
             if out_name not in a_cls.output_map:
-                raise GraphError(f"{_label(a)} has no output {out_name!r}; it has "
-                                 f"{[o.name for o in a_cls.outputs]}")
+                return f"{_label(a)} has no output {out_name!r}; it has " \
+                       f"{[o.name for o in a_cls.outputs]}"
             out_t = a_cls.output_map[out_name].type
         if b_cls is not None:
             if in_name not in b_cls.input_map:
-                raise GraphError(f"{_label(b)} has no input {in_name!r}; it has "
-                                 f"{[i.name for i in b_cls.inputs]}")
+                return f"{_label(b)} has no input {in_name!r}; it has " \
+                       f"{[i.name for i in b_cls.inputs]}"
             in_t = b_cls.input_map[in_name].type
+        where = f"{name(src_id)}.{out_name}", f"{name(dst_id)}.{in_name}"
         if out_t is not None and in_t is not None and not can_connect(out_t, in_t):
-            raise GraphError(f"cannot connect {out_t.value} output {src_id}.{out_name} to "
-                             f"{in_t.value} input {dst_id}.{in_name}")
+            return f"cannot connect {out_t.value} output {where[0]} to {in_t.value} input " \
+                   f"{where[1]}"
         if src_id == dst_id or src_id in self.downstream(dst_id):
-            raise GraphError(f"connecting {src_id}.{out_name} to {dst_id}.{in_name} "
-                             "would make a cycle")
-        link = Link(src_id, out_name, dst_id, in_name)
-        self.links[(dst_id, in_name)] = link
+            return f"connecting {where[0]} to {where[1]} would make a cycle"
+        return None
+
+    def restore_link(self, link: Link) -> Link | None:
+        """Put a link back exactly as it was written (undo, placeholders): no checks.
+        Returns the link it replaced, if any."""
+        key = (link.dst, link.dst_input)
+        old = self.links.get(key)
+        self.links[key] = copy.deepcopy(link)
         self.revision += 1
-        return link
+        return old
 
     def disconnect(self, dst_id: str, in_name: str) -> Link:
         try:
@@ -230,6 +264,37 @@ class Graph:
             value = self._check_param(cls, node_id, name, value)
         node.params[name] = value
         self.revision += 1
+
+    def unset_param(self, node_id: str, name: str) -> None:
+        """Drop a stored value, so the input's default applies again."""
+        self.node(node_id).params.pop(name, None)
+        self.revision += 1
+
+    def set_title(self, node_id: str, title: str | None) -> None:
+        self.node(node_id).title = title
+        self.revision += 1
+
+    def move(self, node_id: str, pos: tuple[float, float]) -> None:
+        self.node(node_id).pos = (float(pos[0]), float(pos[1]))
+        self.revision += 1
+
+    def set_groups(self, groups: Iterable[Group]) -> None:
+        """Replace the frames (add, remove, rename, recolour one)."""
+        self.groups = copy.deepcopy(list(groups))
+        self.revision += 1
+
+    def set_link_extra(self, key: tuple[str, str], name: str, value: Any) -> Link:
+        """Set (or with None drop) a field a link carries for editors, such as `reroutes`."""
+        try:
+            link = self.links[key]
+        except KeyError:
+            raise GraphError(f"nothing is connected to {key[0]}.{key[1]}") from None
+        if value is None:
+            link.extra.pop(name, None)
+        else:
+            link.extra[name] = copy.deepcopy(value)
+        self.revision += 1
+        return link
 
     def set_mode(self, node_id: str, mode: str) -> None:
         if mode not in MODES:
@@ -249,6 +314,107 @@ class Graph:
             raise GraphError(f"{cls.title} ({node_id}).{name}: expected {spec.expected()}, "
                              f"got {describe(value)}")
         return coerced
+
+    # ---- several items at once: paste, delete, and their undo -----------------------------
+    def add_items(self, nodes: Iterable[GraphNode], links: Iterable[Link] = (),
+                  groups: Iterable[Group] = ()) -> list[Link]:
+        """Insert copies of `nodes`, then `links` (checked where both ends have a spec), then
+        `groups`; all or nothing. Returns the links that the new ones replaced."""
+        nodes, replaced = list(nodes), []
+        try:
+            for n in nodes:
+                self.insert(copy.deepcopy(n))
+            for link in links:
+                old = self.links.get((link.dst, link.dst_input))
+                if self.registry.get(self.node(link.src).type) is None or \
+                        self.registry.get(self.node(link.dst).type) is None:
+                    self.restore_link(link)  # placeholders: kept as written
+                else:
+                    self.connect((link.src, link.src_output), (link.dst, link.dst_input),
+                                 link.extra)
+                if old is not None:
+                    replaced.append(old)
+        except GraphError:
+            for n in nodes:
+                if n.id in self.nodes:
+                    self.remove(n.id)
+            for old in replaced:
+                self.restore_link(old)
+            raise
+        if groups:
+            self.set_groups(self.groups + copy.deepcopy(list(groups)))
+        return replaced
+
+    def remove_items(self, node_ids: Iterable[str],
+                     link_keys: Iterable[tuple[str, str]] = ()) -> Removed:
+        """Delete nodes (with every link touching them) and links; what `restore` needs
+        to put them back exactly, order included."""
+        ids, keys = list(node_ids), set(link_keys)
+        for i in ids:
+            self.node(i)
+        idset = set(ids)
+        gone = Removed([copy.deepcopy(self.nodes[i]) for i in ids],
+                       [copy.deepcopy(l) for k, l in self.links.items()
+                        if l.src in idset or l.dst in idset or k in keys],
+                       copy.deepcopy(self.groups), list(self.nodes), list(self.links))
+        for link in gone.links:
+            self.links.pop((link.dst, link.dst_input), None)
+        for i in ids:
+            self.remove(i)
+        return gone
+
+    def restore(self, gone: Removed) -> None:
+        """Undo `remove_items`: nodes, links, frames and the file's order as they were."""
+        for n in gone.nodes:
+            self.insert(copy.deepcopy(n))
+        for link in gone.links:
+            self.restore_link(link)
+        self.reorder(gone.node_order, gone.link_order)
+        self.set_groups(gone.groups)
+
+    def reorder(self, node_ids: list[str], link_keys: list[tuple[str, str]]) -> None:
+        """Put nodes and links in the given order (the file's order); others follow."""
+        self.nodes = {k: self.nodes[k] for k in node_ids + list(self.nodes) if k in self.nodes}
+        self.links = {k: self.links[k] for k in link_keys + list(self.links) if k in self.links}
+        self.revision += 1
+
+    def subgraph(self, ids: Iterable[str]) -> Graph:
+        """A copy of the given nodes, the links among them and the frames wholly inside
+        (what Copy puts on the clipboard)."""
+        keep = set(ids)
+        sub = Graph(self.registry)
+        sub.nodes = {i: copy.deepcopy(n) for i, n in self.nodes.items() if i in keep}
+        sub.links = {k: copy.deepcopy(l) for k, l in self.links.items()
+                     if l.src in keep and l.dst in keep}
+        sub.groups = [copy.deepcopy(g) for g in self.groups if set(g.nodes) <= keep]
+        return sub
+
+    def pasteable(self, sub: Graph, offset: tuple[float, float] = (0.0, 0.0)) -> Graph:
+        """`sub` with ids renamed where they clash with this graph's, moved by `offset`:
+        ready for `add_items` (ids already free are kept)."""
+        rename: dict[str, str] = {}
+        out = Graph(self.registry)
+        for n in sub:
+            new_id = n.id if n.id not in self.nodes and n.id not in rename.values() \
+                else self.new_id(n.type.split("_")[0])
+            while new_id in rename.values():
+                new_id = new_id + "_"
+            rename[n.id] = new_id
+            out.nodes[new_id] = replace(copy.deepcopy(n), id=new_id,
+                                        pos=(n.pos[0] + offset[0], n.pos[1] + offset[1]))
+        for l in sub.links.values():
+            link = Link(rename[l.src], l.src_output, rename[l.dst], l.dst_input,
+                        copy.deepcopy(l.extra))
+            out.links[(link.dst, link.dst_input)] = link
+        out.groups = [Group(g.title, [rename[i] for i in g.nodes], g.color, dict(g.extra))
+                      for g in sub.groups]
+        return out
+
+    def paste(self, sub: Graph, offset: tuple[float, float] = (0.0, 0.0)) -> Graph:
+        """Add a copy of `sub` (ids renamed, moved by `offset`); returns what was added."""
+        added = self.pasteable(sub, offset)
+        self.add_items(added, added.links.values(), added.groups)
+        return added
 
     def copy(self) -> Graph:
         """An independent snapshot (what a run executes while the editor goes on editing)."""
@@ -271,46 +437,8 @@ class Graph:
         """Node ids in dependency order. Raises GraphError on a cycle."""
         ids = list(self.nodes) if only is None else [i for i in self.nodes if i in set(only)]
         idset = set(ids)
-        order = dependency_order(ids, ((l.src, l.dst) for l in self.links.values()
-                                       if l.src in idset and l.dst in idset))
-        if len(order) != len(ids):
-            raise GraphError("the graph has a cycle")
-        return order
-
-
-def _reachable(start: str, edges: Iterable[tuple[str, str]]) -> set[str]:
-    """The ids reachable from `start` along (from, to) edges, `start` itself excluded."""
-    nexts: dict[str, list[str]] = {}
-    for a, b in edges:
-        nexts.setdefault(a, []).append(b)
-    seen: set[str] = set()
-    stack = [start]
-    while stack:
-        for c in nexts.get(stack.pop(), ()):
-            if c not in seen:
-                seen.add(c)
-                stack.append(c)
-    return seen
-
-
-def dependency_order(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[str]:
-    """Kahn's algorithm over (source, target) edges between the given ids. The result is
-    shorter than `ids` when there is a cycle."""
-    indeg = dict.fromkeys(ids, 0)
-    children: dict[str, list[str]] = {}
-    for src, dst in edges:
-        indeg[dst] += 1
-        children.setdefault(src, []).append(dst)
-    ready = [i for i, d in indeg.items() if d == 0]
-    order: list[str] = []
-    while ready:
-        nxt = ready.pop()
-        order.append(nxt)
-        for c in children.get(nxt, ()):
-            indeg[c] -= 1
-            if indeg[c] == 0:
-                ready.append(c)
-    return order
+        return dependency_order(ids, ((l.src, l.dst) for l in self.links.values()
+                                      if l.src in idset and l.dst in idset))
 
 
 def _label(node: GraphNode) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import LoomError, describe
-from .graph import Graph, Link, dependency_order
+from .graph import Graph, Link
+from .order import find_cycle
+from .spec import REQUIRED
 from .types import can_connect
 
 
@@ -96,17 +98,32 @@ def incoming_links(graph: Graph) -> dict[str, list[Link]]:
     return index
 
 
+def param_value(inp, node, coerced: dict[str, Any], default: Any = None) -> Any:
+    """A node's own value for `inp`: as analyze() coerced it, else coerced now."""
+    if inp.name in coerced:
+        return coerced[inp.name]
+    v = node.params.get(inp.name, default)
+    return inp.coerce(v)[1] if inp.is_widget and v is not REQUIRED else v
+
+
 def validate(graph: Graph, targets: Iterable[str] | None = None) -> list[Problem]:
     """All problems of the graph, or of what the given targets need. Errors first."""
     return analyze(graph, targets)[0]
 
 
-def analyze(graph: Graph, targets: Iterable[str] | None = None
-            ) -> tuple[list[Problem], dict[str, dict[str, Link]]]:
+class Analysis(NamedTuple):
+    problems: list[Problem]
+    sources: dict[str, dict[str, Link]]  # effective links into each checked node
+    values: dict[str, dict[str, Any]]  # each checked node's widget values, coerced
+
+
+def analyze(graph: Graph, targets: Iterable[str] | None = None) -> Analysis:
     """Problems, plus the effective links (through bypassed nodes) into every checked node:
-    {node: {input: link}}. The executor plans from the same walk, so it is done once."""
+    {node: {input: link}}, and its widget values coerced. The executor plans from the same
+    walk, so it is done (and each value coerced) once per run."""
     problems: list[Problem] = []
     sources: dict[str, dict[str, Link]] = {}
+    values: dict[str, dict[str, Any]] = {}
     reg = graph.registry
     incoming = incoming_links(graph)
     if targets is None:
@@ -191,8 +208,10 @@ def analyze(graph: Graph, targets: Iterable[str] | None = None
                                             node=nid, input=inp.name, expected=inp.type.value,
                                             got=describe(value), code="not_a_widget"))
                     continue
-                ok, _ = inp.coerce(value)
-                if not ok:
+                ok, coerced = inp.coerce(value)
+                if ok:
+                    values.setdefault(nid, {})[inp.name] = coerced
+                else:
                     problems.append(Problem(f"expected {inp.expected()}, got {describe(value)}",
                                             node=nid, input=inp.name, expected=inp.expected(),
                                             got=describe(value), code="bad_value"))
@@ -210,7 +229,7 @@ def analyze(graph: Graph, targets: Iterable[str] | None = None
         problems.append(Problem(f"this workflow was {graph.read_only}; it runs, but saving a "
                                 "changed copy is refused", severity="warning", code="newer_file"))
     problems.sort(key=lambda p: p.severity != "error")
-    return problems, sources
+    return Analysis(problems, sources, values)
 
 
 def errors(problems: list[Problem]) -> list[Problem]:
@@ -218,20 +237,7 @@ def errors(problems: list[Problem]) -> list[Problem]:
 
 
 def _find_cycle(graph: Graph, ids: list[str]) -> list[str]:
-    """A cycle among the given nodes, or []. A linear-time check first; networkx only to
-    name the nodes of a cycle once there is one."""
+    """A cycle among the given nodes, or []."""
     idset = set(ids)
-    edges = [(l.src, l.dst) for l in graph.links.values() if l.src in idset and l.dst in idset]
-    if len(dependency_order(idset, edges)) == len(idset):
-        return []
-
-    import networkx as nx
-
-    g = nx.DiGraph()
-    g.add_nodes_from(ids)
-    g.add_edges_from(edges)
-    try:
-        edges = nx.find_cycle(g)
-    except nx.NetworkXNoCycle:
-        return []
-    return [a for a, _ in edges]
+    return find_cycle(ids, ((l.src, l.dst) for l in graph.links.values()
+                            if l.src in idset and l.dst in idset))

@@ -292,8 +292,10 @@ def test_stop_cancels_a_sampling_run_within_a_step(qtbot, make_window, tiny_mode
     g = txt2img(steps=400)
     win.doc.replace(g, None)
     steps = []
-    win.runner.event.connect(lambda name, p: steps.append(p["step"]) if name == "progress"
-                             else None)
+    from engine.events import Progress
+
+    win.runner.event.connect(lambda rev: steps.append(rev.event.step)
+                             if isinstance(rev.event, Progress) else None)
     win.run()
     qtbot.waitUntil(lambda: len(steps) > 2, timeout=60_000)
     # live previews from the sampler land on its node while it runs
@@ -563,14 +565,16 @@ def test_gallery_viewer_zooms_and_compares(qtbot, window):
 def test_runner_delivers_the_newest_progress_per_node_and_every_other_event(qtbot, window):
     runner = window.runner
     got = []
-    runner.event.connect(lambda name, p: got.append((name, p.get("node"), p.get("step"))))
+    from app.editor.runner import RunEvent
+    from engine.events import NodeFinished, Progress
+
+    runner.event.connect(lambda rev: got.append((rev.event.event, rev.node,
+                                                 getattr(rev.event, "step", None))))
     runner.current = type("J", (), {"id": 7})()
     for step in range(1, 6):
-        runner.outbox.put(("event", 7, "progress", {"node": "a", "step": step, "total": 5,
-                                                    "preview": None}))
-        runner.outbox.put(("event", 7, "progress", {"node": "b", "step": step, "total": 5,
-                                                    "preview": None}))
-    runner.outbox.put(("event", 7, "node_finished", {"node": "a", "cached": False}))
+        runner.outbox.put(("event", 7, RunEvent(Progress("r", "a", step, 5))))
+        runner.outbox.put(("event", 7, RunEvent(Progress("r", "b", step, 5))))
+    runner.outbox.put(("event", 7, RunEvent(NodeFinished("r", "a", cached=False))))
     runner.drain()
     runner.current = None
     assert got == [("progress", "a", 5), ("progress", "b", 5), ("node_finished", "a", None)]

@@ -280,3 +280,45 @@ def test_only_the_requested_targets_run(test_registry):
     g = chain(test_registry)
     r = Executor().run(g, ["out2"])
     assert r.computed == ["c", "out2"]
+
+
+def test_each_widget_value_is_coerced_once_per_run(test_registry, monkeypatch):
+    """validate coerces (and checks) a stored value; signatures and the node's inputs reuse
+    what it got, instead of coercing the same value three times."""
+    from engine.spec import Input
+
+    g = chain(test_registry)
+    calls: list[str] = []
+    real = Input.coerce
+
+    def counting(self, value):
+        calls.append(self.name)
+        return real(self, value)
+
+    monkeypatch.setattr(Input, "coerce", counting)
+    r = Executor().run(g)
+    assert r.ok and r["out"]["ui"] == {"value": 3}
+    # the three num nodes' stored values once each, Add's unset bias (its default) once for
+    # the signature, and the values wired into Add and the two sinks when they arrive
+    assert sorted(calls) == sorted(["value"] * 3 + ["bias"] + ["a", "b", "value", "value"])
+
+
+def test_statuses_are_enums_that_compare_and_print_as_their_strings(test_registry, capsys):
+    import json
+
+    from app.progress import TerminalProgress
+    from engine.events import NodeFinished, NodeStarted, NodeStatus, RunFinished, RunStatus
+
+    r = Executor().run(chain(test_registry))
+    assert r.status is RunStatus.OK and r.status == "ok" and f"{r.status}" == "ok"
+    assert json.dumps(RunFinished("r", RunStatus.CANCELLED).to_json())\
+        .startswith('{"event": "run_finished", "run_id": "r", "status": "cancelled"')
+    assert NodeStatus.NONE == "" and NodeStatus.FAILED == "failed"
+    # the CLI's renderer dispatches on the event's type: off a terminal, a line per node run
+    show = TerminalProgress()
+    show.tty = False
+    for ev in (NodeStarted("r", "a", "num"), NodeFinished("r", "a", "num", seconds=0.5),
+               NodeFinished("r", "b", "num", cached=True), RunFinished("r")):
+        show(ev)
+    show.close()
+    assert capsys.readouterr().err == "a num: 0.50 s\n"

@@ -105,3 +105,113 @@ def test_find_by_id_or_unique_title(test_registry):
         g.find("Dup")
     with pytest.raises(GraphError, match="no node"):
         g.find("missing")
+
+
+def test_copy_paste_renames_clashing_ids_and_keeps_links_and_frames(test_registry):
+    from engine.graph import Group
+
+    g = Graph(test_registry)
+    a = g.add("num", value=1, pos=(10, 20))
+    b = g.add("add", a=a, pos=(200, 20))
+    g.add("num", value=7)
+    g.set_groups([Group("Pair", [a.id, b.id], "#123456")])
+    sub = g.subgraph([b.id, a.id])
+    assert list(sub.nodes) == [a.id, b.id] and len(sub.links) == 1 and len(sub.groups) == 1
+    rev = g.revision
+    added = g.paste(sub, (5, 600))
+    assert g.revision > rev and len(g) == 5
+    new_a, new_b = list(added.nodes)
+    assert {new_a, new_b}.isdisjoint({a.id, b.id})
+    assert g.node(new_a).pos == (15, 620) and g.node(new_a).params == {"value": 1}
+    assert g.links_into(new_b)["a"].src == new_a  # the link between the pair, renamed
+    assert g.groups[-1].nodes == [new_a, new_b] and g.groups[-1].color == "#123456"
+    assert g.node(a.id).pos == (10, 20)  # the originals are untouched
+    # ids free in the target are kept
+    other = Graph(test_registry)
+    assert list(other.paste(sub).nodes) == [a.id, b.id]
+
+
+def test_remove_items_and_restore_put_everything_back_in_order(test_registry):
+    from engine import workflow as wf
+    from engine.graph import Group
+
+    g = Graph(test_registry)
+    a = g.add("num", value=1)
+    b = g.add("add", a=a)
+    c = g.add("add", a=b, b=a)
+    g.set_groups([Group("All", [a.id, b.id, c.id])])
+    g.set_link_extra((c.id, "a"), "reroutes", [[1.0, 2.0]])
+    before = wf.dumps(g)
+    rev = g.revision
+    gone = g.remove_items([b.id], [(c.id, "b")])
+    assert b.id not in g and not g.links and g.groups[0].nodes == [a.id, c.id]
+    assert g.revision > rev
+    g.restore(gone)
+    assert wf.dumps(g) == before
+
+
+def test_add_items_is_all_or_nothing_and_reports_replaced_links(test_registry):
+    from engine.graph import GraphNode, Link
+
+    g = Graph(test_registry)
+    a, b = g.add("num", value=1), g.add("add")
+    g.connect(a, (b.id, "a"))
+    new = GraphNode("n9", "num", params={"value": 3})
+    (old,) = g.add_items([new], [Link("n9", "value", b.id, "a")])
+    assert old.src == a.id and g.links_into(b.id)["a"].src == "n9"
+    t = GraphNode("t9", "tensor")
+    with pytest.raises(GraphError, match="cannot connect IMAGE output"):
+        g.add_items([t], [Link("t9", "image", b.id, "b")])
+    assert "t9" not in g and set(g.links) == {(b.id, "a")}
+
+
+def test_link_problem_names_nodes_and_small_edits_bump_the_revision(test_registry):
+    g = Graph(test_registry)
+    a = g.add("num", value=1)
+    b = g.add("add", a=a)
+    assert g.link_problem(b["value"], (a.id, "value"), lambda i: f"<{i}>") == \
+        f"connecting <{b.id}>.value to <{a.id}>.value would make a cycle"
+    assert g.link_problem(a["value"], (b.id, "b")) is None
+    for edit in (lambda: g.move(a.id, (3, 4)), lambda: g.set_title(a.id, "A"),
+                 lambda: g.unset_param(a.id, "value"), lambda: g.set_groups([]),
+                 lambda: g.set_link_extra((b.id, "a"), "reroutes", None),
+                 lambda: g.reorder([b.id], [])):
+        rev = g.revision
+        edit()
+        assert g.revision == rev + 1
+    assert list(g.nodes) == [b.id, a.id] and g.node(a.id).title == "A"
+
+
+def test_dependency_order_is_the_newest_ready_first_order_layouts_rely_on():
+    """graphlib does the sorting; the order stays the one the hand-written Kahn sort gave
+    (ComfyUI API imports are laid out in it)."""
+    import random
+
+    from engine.order import dependency_order, find_cycle
+
+    def kahn(ids, edges):
+        indeg, children = dict.fromkeys(ids, 0), {}
+        for s, d in edges:
+            indeg[d] += 1
+            children.setdefault(s, []).append(d)
+        ready, order = [i for i, d in indeg.items() if d == 0], []
+        while ready:
+            order.append(ready.pop())
+            for c in children.get(order[-1], ()):
+                indeg[c] -= 1
+                if indeg[c] == 0:
+                    ready.append(c)
+        return order
+
+    rng = random.Random(0)
+    for _ in range(300):
+        ids = [f"n{i}" for i in rng.sample(range(100), rng.randint(1, 25))]
+        rank = {x: rng.random() for x in ids}
+        edges = [(a, b) for a in ids for b in ids if rank[a] < rank[b] and rng.random() < 0.15]
+        rng.shuffle(edges)
+        assert dependency_order(ids, edges) == kahn(ids, edges)
+        assert find_cycle(ids, edges) == []
+    assert find_cycle("abcd", [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]) == \
+        ["a", "b", "c"]
+    with pytest.raises(GraphError, match="the graph has a cycle: a -> b -> a"):
+        dependency_order("ab", [("a", "b"), ("b", "a")])

@@ -14,8 +14,8 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from engine import Graph, GraphError, GraphNode, Link
-from engine.graph import Group
+from engine import Graph, GraphNode, Link
+from engine.graph import Group, Removed
 
 
 class Document(QObject):
@@ -57,65 +57,24 @@ class Document(QObject):
 
     def check_link(self, src: tuple[str, str], dst: tuple[str, str]) -> str | None:
         """Why `src` may not feed `dst` (incompatible types, a cycle), or None if it may."""
-        from engine.types import can_connect
-
-        g = self.graph
-        if src[0] not in g or dst[0] not in g:
+        if src[0] not in self.graph or dst[0] not in self.graph:
             return "that node is gone"
-        a, b = self.registry.get(g.node(src[0]).type), self.registry.get(g.node(dst[0]).type)
-        if a is not None and b is not None:
-            out, inp = a.output_map.get(src[1]), b.input_map.get(dst[1])
-            if out is None or inp is None:
-                return "no such port"
-            if not can_connect(out.type, inp.type):
-                return (f"cannot connect {out.type.value} output {self.title_of(src[0])}."
-                        f"{src[1]} to {inp.type.value} input {self.title_of(dst[0])}.{dst[1]}")
-        if src[0] == dst[0] or src[0] in g.downstream(dst[0]):
-            return (f"connecting {self.title_of(src[0])} to {self.title_of(dst[0])} would make "
-                    "a cycle")
-        return None
+        return self.graph.link_problem(src, dst, self.title_of)
 
-    # ---- primitive changes: only commands call these --------------------------------------
-    def _insert(self, node: GraphNode) -> None:
-        self.graph.insert(copy.deepcopy(node))
-        self.node_added.emit(node.id)
-
-    def _remove(self, node_id: str) -> None:
-        for link in [l for l in self.graph.links.values() if node_id in (l.src, l.dst)]:
-            self._unlink(link.dst, link.dst_input)
-        self.graph.remove(node_id)
-        self.node_removed.emit(node_id)
-
-    def _link(self, link: Link, checked: bool = True) -> None:
-        key = (link.dst, link.dst_input)
-        old = self.graph.links.get(key)
-        if checked and self.registry.get(self.graph.node(link.src).type) and \
-                self.registry.get(self.graph.node(link.dst).type):
-            new = self.graph.connect((link.src, link.src_output), key)
-            new.extra = dict(link.extra)
-        else:  # placeholders, and undo: keep the link as it was written
-            self.graph.links[key] = copy.deepcopy(link)
-            self.graph.revision += 1
-        if old is not None:
+    # ---- signals after graph edits: only commands call these ------------------------------
+    def _added(self, nodes: list[GraphNode], links: list[Link], replaced: list[Link]) -> None:
+        for n in nodes:
+            self.node_added.emit(n.id)
+        for old in replaced:
             self.link_removed.emit(old)
-        self.link_added.emit(self.graph.links[key])
+        for link in links:
+            self.link_added.emit(self.graph.links[(link.dst, link.dst_input)])
 
-    def _unlink(self, dst: str, dst_input: str) -> Link:
-        link = self.graph.disconnect(dst, dst_input)
-        self.link_removed.emit(link)
-        return link
-
-    def _set_param(self, node_id: str, name: str, value: Any) -> None:
-        if value is _UNSET:
-            self.graph.node(node_id).params.pop(name, None)
-            self.graph.revision += 1
-        else:
-            self.graph.set_param(node_id, name, value)
-        self.node_changed.emit(node_id)
-
-    def _move(self, node_id: str, pos: tuple[float, float]) -> None:
-        self.graph.node(node_id).pos = (float(pos[0]), float(pos[1]))
-        self.node_moved.emit(node_id)
+    def _removed(self, gone: Removed) -> None:
+        for link in gone.links:
+            self.link_removed.emit(link)
+        for n in gone.nodes:
+            self.node_removed.emit(n.id)
 
     def title_of(self, node_id: str) -> str:
         node = self.graph.node(node_id)
@@ -137,36 +96,21 @@ class AddItems(QUndoCommand):
         self.replaced: list[Link] = []
 
     def redo(self) -> None:
-        for n in self.nodes:
-            self.doc._insert(n)
-        self.replaced = []
-        try:
-            for link in self.links:
-                old = self.doc.graph.links.get((link.dst, link.dst_input))
-                if old is not None:
-                    self.replaced.append(copy.deepcopy(old))
-                self.doc._link(link)
-        except GraphError:
-            self.undo()
-            raise
-        for g in self.groups:
-            self.doc.graph.groups.append(copy.deepcopy(g))
+        self.before = copy.deepcopy(self.doc.graph.groups)
+        self.replaced = self.doc.graph.add_items(self.nodes, self.links, self.groups)
+        self.doc._added(self.nodes, self.links, self.replaced)
         if self.groups:
             self.doc.groups_changed.emit()
 
     def undo(self) -> None:
-        for g in self.groups:
-            for i, have in enumerate(self.doc.graph.groups):
-                if have.title == g.title and have.nodes == g.nodes:
-                    del self.doc.graph.groups[i]
-                    break
+        g = self.doc.graph
+        self.doc._removed(g.remove_items([n.id for n in self.nodes if n.id in g]))
+        for old in self.replaced:
+            g.restore_link(old)
+            self.doc.link_added.emit(g.links[(old.dst, old.dst_input)])
         if self.groups:
+            g.set_groups(self.before)
             self.doc.groups_changed.emit()
-        for n in reversed(self.nodes):
-            if n.id in self.doc.graph:
-                self.doc._remove(n.id)
-        for link in self.replaced:
-            self.doc._link(link, checked=False)
 
 
 class RemoveItems(QUndoCommand):
@@ -178,33 +122,15 @@ class RemoveItems(QUndoCommand):
         self.doc, self.node_ids, self.link_keys = doc, list(node_ids), list(links)
 
     def redo(self) -> None:
-        g = self.doc.graph
+        self.gone = self.doc.graph.remove_items(self.node_ids, self.link_keys)
+        self.doc._removed(self.gone)
         ids = set(self.node_ids)
-        self.nodes = [copy.deepcopy(g.node(i)) for i in self.node_ids]
-        self.links = [copy.deepcopy(l) for k, l in g.links.items()
-                      if l.src in ids or l.dst in ids or k in self.link_keys]
-        self.groups = copy.deepcopy(g.groups)
-        self.order = (list(g.nodes), list(g.links))
-        for link in self.links:
-            if (link.dst, link.dst_input) in g.links:
-                self.doc._unlink(link.dst, link.dst_input)
-        for i in self.node_ids:
-            self.doc._remove(i)
-        if any(set(gr.nodes) & ids for gr in self.groups):
+        if any(set(gr.nodes) & ids for gr in self.gone.groups):
             self.doc.groups_changed.emit()
 
     def undo(self) -> None:
-        for n in self.nodes:
-            self.doc._insert(n)
-        for link in self.links:
-            self.doc._link(link, checked=False)
-        g = self.doc.graph  # the file keeps its order: undo puts things back where they were
-        nodes, links = self.order
-        g.nodes = {k: g.nodes[k] for k in nodes + [k for k in g.nodes if k not in nodes]
-                   if k in g.nodes}
-        g.links = {k: g.links[k] for k in links + [k for k in g.links if k not in links]
-                   if k in g.links}
-        g.groups = copy.deepcopy(self.groups)
+        self.doc.graph.restore(self.gone)
+        self.doc._added(self.gone.nodes, self.gone.links, [])
         self.doc.groups_changed.emit()
 
 
@@ -217,12 +143,14 @@ class Connect(QUndoCommand):
     def redo(self) -> None:
         old = self.doc.graph.links.get(self.dst)
         self.old = copy.deepcopy(old) if old is not None else None
-        self.doc._link(Link(self.src[0], self.src[1], self.dst[0], self.dst[1]))
+        link = self.doc.graph.connect(self.src, self.dst)
+        self.doc._added([], [link], [old] if old is not None else [])
 
     def undo(self) -> None:
-        self.doc._unlink(*self.dst)
+        self.doc.link_removed.emit(self.doc.graph.disconnect(*self.dst))
         if self.old is not None:
-            self.doc._link(self.old, checked=False)
+            self.doc.graph.restore_link(self.old)
+            self.doc._added([], [self.old], [])
 
 
 class Move(QUndoCommand):
@@ -232,13 +160,16 @@ class Move(QUndoCommand):
         super().__init__(text)
         self.doc, self.moves = doc, dict(moves)
 
+    def _apply(self, which: int) -> None:
+        for i, ends in self.moves.items():
+            self.doc.graph.move(i, ends[which])
+            self.doc.node_moved.emit(i)
+
     def redo(self) -> None:
-        for i, (_old, new) in self.moves.items():
-            self.doc._move(i, new)
+        self._apply(1)
 
     def undo(self) -> None:
-        for i, (old, _new) in self.moves.items():
-            self.doc._move(i, old)
+        self._apply(0)
 
 
 class SetParam(QUndoCommand):
@@ -261,11 +192,18 @@ class SetParam(QUndoCommand):
         self.new = other.new
         return True
 
+    def _apply(self, value: Any) -> None:
+        if value is _UNSET:
+            self.doc.graph.unset_param(self.node_id, self.name)
+        else:
+            self.doc.graph.set_param(self.node_id, self.name, value)
+        self.doc.node_changed.emit(self.node_id)
+
     def redo(self) -> None:
-        self.doc._set_param(self.node_id, self.name, self.new)
+        self._apply(self.new)
 
     def undo(self) -> None:
-        self.doc._set_param(self.node_id, self.name, self.old)
+        self._apply(self.old)
 
 
 class SetNodeField(QUndoCommand):
@@ -275,11 +213,11 @@ class SetNodeField(QUndoCommand):
         super().__init__(text)
         self.doc, self.ids, self.field, self.value = doc, list(node_ids), field, value
         self.old = {i: getattr(doc.graph.node(i), field) for i in self.ids}
+        self.setter = {"title": doc.graph.set_title, "mode": doc.graph.set_mode}[field]
 
     def _apply(self, values: dict[str, Any]) -> None:
         for i, v in values.items():
-            setattr(self.doc.graph.node(i), self.field, v)
-            self.doc.graph.revision += 1
+            self.setter(i, v)
             self.doc.node_changed.emit(i)
 
     def redo(self) -> None:
@@ -297,13 +235,15 @@ class SetGroups(QUndoCommand):
         self.doc = doc
         self.old, self.new = copy.deepcopy(doc.graph.groups), copy.deepcopy(groups)
 
-    def redo(self) -> None:
-        self.doc.graph.groups = copy.deepcopy(self.new)
+    def _apply(self, groups: list[Group]) -> None:
+        self.doc.graph.set_groups(groups)
         self.doc.groups_changed.emit()
 
+    def redo(self) -> None:
+        self._apply(self.new)
+
     def undo(self) -> None:
-        self.doc.graph.groups = copy.deepcopy(self.old)
-        self.doc.groups_changed.emit()
+        self._apply(self.old)
 
 
 class SetReroutes(QUndoCommand):
@@ -318,13 +258,8 @@ class SetReroutes(QUndoCommand):
         self.new = [list(map(float, p)) for p in points]
 
     def _apply(self, points) -> None:
-        link = self.doc.graph.links[self.key]
-        if points:
-            link.extra["reroutes"] = copy.deepcopy(points)
-        else:
-            link.extra.pop("reroutes", None)
-        self.doc.graph.revision += 1
-        self.doc.link_added.emit(link)
+        self.doc.link_added.emit(self.doc.graph.set_link_extra(self.key, "reroutes",
+                                                               points or None))
 
     def redo(self) -> None:
         self._apply(self.new)

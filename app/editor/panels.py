@@ -128,6 +128,12 @@ class RunPanel(QWidget):
         self.stop_button.setEnabled(True)
         self._timer.start()
 
+    def follow_run(self, run) -> None:
+        """Show a RunView's counts: nodes computed of those planned, the node's steps."""
+        run.plan_started.connect(lambda n: self.total.setRange(0, max(1, n)))
+        run.computed.connect(self.total.setValue)
+        run.node_progress.connect(self.node.setValue)
+
     def _tick(self) -> None:
         self.elapsed.setText(f"{time.perf_counter() - self._t0:.1f} s")
 

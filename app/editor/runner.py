@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QImage
 
 from engine import CancelToken, Graph
+from engine.events import Event, NodeFinished, Progress, RunStatus
 
 THUMB_SIZE = 192
 
@@ -43,6 +44,45 @@ def to_qimages(images: Any, limit: int = 8, size: int | None = None) -> list[QIm
         h, w = arr.shape[:2]
         out.append(QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy())
     return out
+
+
+@dataclass
+class RunEvent:
+    """An engine event as the GUI thread gets it: the dataclass itself, tensors dropped,
+    with the images the worker made from them (QImages, safe to hand across threads)."""
+
+    event: Event
+    preview: QImage | None = None  # Progress: the sampler's live preview
+    images: list[QImage] = field(default_factory=list)  # NodeFinished: what it shows or saved
+    files: list[str] = field(default_factory=list)  # NodeFinished: the files it wrote
+    thumbnail: QImage | None = None  # NodeFinished: the first image output, small
+
+    @property
+    def node(self) -> str:
+        return getattr(self.event, "node", "")
+
+
+def prepare(ev: Event) -> RunEvent:
+    """Turn an event's tensors into QImages (on the worker thread)."""
+    if isinstance(ev, Progress):
+        p = ev.preview
+        preview = None if p is None else \
+            (to_qimages(p[None] if getattr(p, "ndim", 0) == 3 else p, 1) or [None])[0]
+        return RunEvent(replace(ev, preview=None), preview=preview)
+    if isinstance(ev, NodeFinished):
+        ui = ev.ui if isinstance(ev.ui, dict) else {}
+        outs = ev.outputs if isinstance(ev.outputs, dict) else {}
+        shown = (outs.get("ui") or {}).get("images") if isinstance(outs.get("ui"), dict) \
+            else None
+        files = list(ui.get("files") or [])
+        out = RunEvent(replace(ev, outputs=None), images=to_qimages(shown)
+                       or [QImage(f) for f in files[:8]], files=files)
+        if not out.images:  # any node that makes an image shows it, small
+            first = next((v for k, v in outs.items() if k != "ui" and _is_image(v)), None)
+            out.thumbnail = (to_qimages(first, 1, THUMB_SIZE) or [None])[0] \
+                if first is not None else None
+        return out
+    return RunEvent(ev)
 
 
 @dataclass
@@ -74,36 +114,10 @@ class _Worker:
                 return
             self.execute(*item)
 
-    def _forward(self, ev) -> None:
+    def _forward(self, ev: Event) -> None:
         job = self._job
-        if job is None:
-            return
-        payload: dict[str, Any] = {"node": getattr(ev, "node", "")}
-        name = ev.event
-        if name == "run_started":
-            payload["plan"] = ev.plan
-        elif name == "progress":
-            payload.update(step=ev.step, total=ev.total)
-            payload["preview"] = (to_qimages(ev.preview[None] if getattr(ev.preview, "ndim", 0)
-                                             == 3 else ev.preview, 1) or [None])[0] \
-                if ev.preview is not None else None
-        elif name == "node_finished":
-            ui = ev.ui if isinstance(ev.ui, dict) else {}
-            outs = ev.outputs if isinstance(ev.outputs, dict) else {}
-            shown = (outs.get("ui") or {}).get("images") if isinstance(outs.get("ui"), dict) \
-                else None
-            files = list(ui.get("files") or [])
-            images = to_qimages(shown) or [QImage(f) for f in files[:8]]
-            payload.update(cached=ev.cached, seconds=ev.seconds, images=images, files=files)
-            if not payload["images"]:  # any node that makes an image shows it, small
-                first = next((v for k, v in outs.items() if k != "ui" and _is_image(v)), None)
-                payload["thumbnail"] = to_qimages(first, 1, THUMB_SIZE) if first is not None \
-                    else []
-        elif name == "node_failed":
-            payload["message"] = str(ev.error) if ev.error else "failed"
-        elif name == "run_finished":
-            payload.update(status=ev.status, files=list(ev.files))
-        self.outbox.put(("event", job.id, name, payload))
+        if job is not None:
+            self.outbox.put(("event", job.id, prepare(ev)))
 
     def execute(self, job: Job, output_dir: Path) -> None:
         from engine import InvalidGraph
@@ -117,9 +131,9 @@ class _Worker:
             result = self.executor.run(job.graph, cancel=job.token, output_dir=output_dir)
             status, problems = result.status, None
         except InvalidGraph as exc:
-            status, problems = "invalid", exc.problems
+            status, problems = RunStatus.INVALID, exc.problems
         except Exception as exc:  # the editor must survive anything a run throws
-            status, problems = "failed", [str(exc)]
+            status, problems = RunStatus.FAILED, [str(exc)]
         self._job = None
         self.outbox.put(("done", job.id, status, time.perf_counter() - t, problems))
 
@@ -127,7 +141,7 @@ class _Worker:
 class Runner(QObject):
     """The queue of runs and the worker thread that executes them."""
 
-    event = Signal(str, object)  # event name, payload (only for the current job)
+    event = Signal(object)  # RunEvent (only for the current job)
     started = Signal(int, str)
     finished = Signal(int, str, float, object)
     queue_changed = Signal(int)
@@ -186,22 +200,21 @@ class Runner(QObject):
                 items.append(self.outbox.get_nowait())
             except queue.Empty:
                 break
-        newest: dict[str, int] = {}
-        for i, item in enumerate(items):
-            if item[0] == "event" and item[2] == "progress" and item[3].get("preview") is None:
-                newest[item[3]["node"]] = i
+        def bare_progress(item) -> bool:
+            return item[0] == "event" and isinstance(item[2].event, Progress) \
+                and item[2].preview is None
+
+        newest = {item[2].node: i for i, item in enumerate(items) if bare_progress(item)}
         for i, item in enumerate(items):
             if item[0] == "event":
-                if item[2] == "progress" and item[3].get("preview") is None \
-                        and newest[item[3]["node"]] != i:
-                    continue
-                self._on_event(*item[1:])
+                if not bare_progress(item) or newest[item[2].node] == i:
+                    self._on_event(*item[1:])
             else:
                 self._on_done(*item[1:])
 
-    def _on_event(self, job_id: int, name: str, payload: dict) -> None:
+    def _on_event(self, job_id: int, ev: RunEvent) -> None:
         if self.current is not None and job_id == self.current.id:
-            self.event.emit(name, payload)
+            self.event.emit(ev)
 
     def _on_done(self, job_id: int, status: str, seconds: float, problems) -> None:
         self.current = None

@@ -364,7 +364,29 @@ class GraphScene(QGraphicsScene):
         doc.link_removed.connect(self._remove_link)
         doc.groups_changed.connect(self._rebuild_frames)
         doc.reset.connect(self.rebuild)
+        self.run = None
         self.rebuild()
+
+    def follow_run(self, run) -> None:
+        """Draw the run state a RunView holds (status dots, progress, thumbnails)."""
+        self.run = run
+        run.node_changed.connect(self._run_changed)
+        run.thumbnail.connect(self._run_thumbnail)
+
+    def _run_changed(self, node_id: str) -> None:
+        item = self.nodes.get(node_id)
+        if item is None or self.run is None:
+            return
+        st = self.run.state(node_id)
+        item.state, item.progress, item.message, item.stale = \
+            st.status, st.progress, st.message, st.stale
+        item.tooltip_text()
+        item.update()
+
+    def _run_thumbnail(self, node_id: str, image) -> None:
+        item = self.nodes.get(node_id)
+        if item is not None:
+            item.set_thumbnail(QPixmap.fromImage(image))
 
     def rebuild(self) -> None:
         dots = [d for ds in self.dots.values() for d in ds]
@@ -388,6 +410,8 @@ class GraphScene(QGraphicsScene):
         item.setPos(*self.doc.graph.node(node_id).pos)
         self.addItem(item)
         self.nodes[node_id] = item
+        if self.run is not None and node_id in self.run.nodes:
+            self._run_changed(node_id)
 
     def _remove_node(self, node_id: str) -> None:
         item = self.nodes.pop(node_id, None)
