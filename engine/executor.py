@@ -184,10 +184,10 @@ class Executor:
             if problem is not None:
                 return f"output '{o.name}': {problem}"
         ui = outs.get("ui")
-        if ui is None:
+        if ui is None and not cls.output:
             return None
-        if not isinstance(ui, dict):
-            return "ui is not a dict"
+        if not isinstance(ui, dict):  # an output node's result is what it shows: its ui
+            return "no ui dict"
         files = ui.get("files", [])
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
             return "ui files are not a list of paths"
