@@ -276,9 +276,9 @@ class Executor:
             except _Replan as miss:
                 nid = miss.args[1]
                 result.failures[nid] = NodeFailure(
-                    nid, graph.nodes[nid].type, f"the cached output of {miss.args[0]} could "
-                    "not be read twice in a row (removed or changed by another process?)",
-                    hint="run again")
+                    nid, graph.nodes[nid].type, f"the output of {miss.args[0]} was lost "
+                    "before use twice in a row (dropped after an in-place change, or its "
+                    "cache entry removed by another process)", hint="run again")
         for nid in plan.targets:
             outs = local.get(nid)
             if outs is not None:

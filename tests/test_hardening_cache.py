@@ -176,6 +176,18 @@ def test_a_value_lost_during_the_run_is_planned_again_once(reg):
     assert r.computed.count("t") == 2  # computed again for the node that still needed it
 
 
+def test_a_value_lost_twice_fails_the_run_clearly(reg):
+    g = Graph(reg)
+    t = g.add("tensor", "t", fill=1.0, size=4)
+    g.add("mutate", "m1", image=t["image"])
+    g.add("mutate", "m2", image=t["image"])
+    g.add("image_sink", "out", image=g.add("scale", "a", image=t["image"])["image"])
+    r = Executor().run(g, ["m1", "m2", "out"])
+    assert r.status == "failed" and set(r.failures) == {"m1", "m2", "a"}
+    assert "was lost before use twice in a row" in r.failures["a"].message
+    assert r.skipped == {"out": "produced no output"} and r.files == []
+
+
 # ---- 2. entries are checked against what the node declares ------------------------------
 
 def sig_path(ex, g, nid):
