@@ -43,9 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target", dest="targets", action="append", metavar="NODE",
                    help="run only what this node needs (default: every output node)")
     g = r.add_mutually_exclusive_group()
-    g.add_argument("--cache-dir", help="on-disk output cache folder (default: the user cache)")
+    g.add_argument("--cache-dir", type=_cache_folder,
+                   help="on-disk output cache folder (default: the user cache)")
     g.add_argument("--no-disk-cache", action="store_true", help="keep outputs in memory only")
-    r.add_argument("--disk-cache-gb", type=float, default=4.0, help="disk cache size (GiB)")
+    r.add_argument("--disk-cache-gb", type=_cache_gib, default=4.0,
+                   help=f"disk cache size (GiB, 0 to {MAX_CACHE_GIB})")
     r.add_argument("--events", choices=["json"], help="print one JSON object per event")
     r.add_argument("--models", action="append", metavar="DIR",
                    help="a model folder (checkpoints/, loras/, ... inside); repeatable")
@@ -94,13 +96,35 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_models)
 
     c = sub.add_parser("cache", help="show or clear the on-disk output cache")
-    c.add_argument("--cache-dir")
+    c.add_argument("--cache-dir", type=_cache_folder)
     c.add_argument("--clear", action="store_true")
     c.set_defaults(func=cmd_cache)
     return p
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
+MAX_CACHE_GIB = 1 << 20  # a pebibyte: far beyond any disk, far below float overflow
+
+
+def _cache_gib(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= MAX_CACHE_GIB:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a size in GiB from 0 to {MAX_CACHE_GIB}, "
+                                         f"got {text!r}")
+    return value
+
+
+def _cache_folder(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder, got an empty name")
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return text
+
 
 def _err(msg: str) -> None:
     print(f"loom: {msg}", file=sys.stderr)
@@ -404,10 +428,20 @@ def cmd_cache(args) -> int:
     from engine import DiskCache
 
     disk = DiskCache(Path(args.cache_dir) if args.cache_dir else cache_dir() / "outputs")
-    if args.clear:
-        disk.clear()
+    cleared = disk.clear() if args.clear else True
     s = disk.summary()
     print(f"{s['root']}: {s['entries']} entries, {s['bytes'] / (1 << 20):.1f} MiB")
+    temps = s["temp_files"]
+    if temps["removed"]:
+        print(f"removed {temps['removed']} stale temp file(s) left by interrupted writes, "
+              f"{temps['removed_bytes'] / (1 << 20):.1f} MiB")
+    if temps["live"]:
+        print(f"{temps['live']} temp file(s) being written now (left alone)")
+    for problem in s["problems"]:
+        _err(problem)
+    if not cleared:
+        _err(f"the cache was not cleared: {len(s['problems'])} item(s) could not be removed")
+        return EXIT_FAILED
     return EXIT_OK
 
 

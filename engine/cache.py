@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import values as V
-from .fsutil import atomic_write
+from .errors import is_out_of_memory
+from .fsutil import TEMP_MAX_AGE, atomic_write, is_temp_name
 
 log = logging.getLogger("loom.cache")
 
@@ -91,7 +94,9 @@ class DiskCache:
 
     Files are written atomically; a reader never sees half an entry, and several Loom
     processes may share the folder. Least-recently-used entries go first (reads touch
-    the file's mtime).
+    the file's mtime). Each entry carries a checksum of its tree and tensor bytes; an
+    entry that does not check out is dropped on read. Temp files left by a writer that
+    died are removed once stale (scan and clear).
     """
 
     SUFFIX = ".loomcache"
@@ -100,6 +105,8 @@ class DiskCache:
         self.root = Path(root)
         self.budget = int(budget_bytes)
         self._index: dict[str, tuple[int, float]] | None = None  # sig -> (size, atime)
+        self.temps = {"removed": 0, "removed_bytes": 0, "live": 0}
+        self.problems: list[str] = []  # what a scan or clear could not read or remove
 
     def _path(self, sig: str) -> Path:
         return self.root / sig[:2] / (sig + self.SUFFIX)
@@ -107,16 +114,48 @@ class DiskCache:
     def _scan(self) -> dict[str, tuple[int, float]]:
         if self._index is None:
             index: dict[str, tuple[int, float]] = {}
-            if self.root.is_dir():
-                for sub in os.scandir(self.root):
-                    if not sub.is_dir():
+            now = time.time()
+            for sub in self._listdir(self.root):
+                if not sub.is_dir(follow_symlinks=False):
+                    continue
+                for f in self._listdir(sub.path):
+                    try:
+                        st = f.stat(follow_symlinks=False)
+                    except OSError:  # removed meanwhile by another process
                         continue
-                    for f in os.scandir(sub.path):
-                        if f.name.endswith(self.SUFFIX):
-                            st = f.stat()
-                            index[f.name[: -len(self.SUFFIX)]] = (st.st_size, st.st_mtime)
+                    if f.name.endswith(self.SUFFIX):
+                        index[f.name[: -len(self.SUFFIX)]] = (st.st_size, st.st_mtime)
+                    elif is_temp_name(f.name):
+                        self._sweep_temp(f.path, st, now)
             self._index = index
         return self._index
+
+    def _listdir(self, path: str | Path) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(path) as it:
+                return list(it)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            self.problems.append(f"cannot read {path}: {exc.strerror or exc}")
+            return []
+
+    def _sweep_temp(self, path: str, st: os.stat_result, now: float) -> None:
+        if now - st.st_mtime < TEMP_MAX_AGE:
+            self.temps["live"] += 1
+        elif self._remove(path):
+            self.temps["removed"] += 1
+            self.temps["removed_bytes"] += st.st_size
+
+    def _remove(self, path: str | Path) -> bool:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.problems.append(f"cannot remove {path}: {exc.strerror or exc}")
+            return False
+        return True
 
     @property
     def bytes(self) -> int:
@@ -128,20 +167,17 @@ class DiskCache:
     def get(self, sig: str) -> Entry | None:
         path = self._path(sig)
         try:
+            st = path.stat()
+            if not stat.S_ISREG(st.st_mode) or st.st_size > self.budget:
+                raise ValueError("not a regular file within the budget")
             data = path.read_bytes()
-        except OSError:
+            outputs, node_type = _decode_entry(data)
+        except FileNotFoundError:
             return None
-        try:
-            header = _read_header(data)
-            if len(header) > 1 or "__metadata__" not in header:
-                from safetensors.torch import load as st_load  # torch only when needed
-
-                tensors = st_load(data)
-            else:
-                tensors = {}
-            tree = json.loads(header["__metadata__"]["loom"])
-            outputs = V.decode(tree["outputs"], tensors)
-        except Exception as exc:  # a damaged entry is a miss, and goes away
+        except Exception as exc:
+            if is_out_of_memory(exc):  # the entry may be fine: a miss, kept
+                log.warning("cache entry %s not read: out of memory", path)
+                return None
             log.warning("dropping unreadable cache entry %s: %s", path, exc)
             self.discard(sig)
             return None
@@ -151,24 +187,18 @@ class DiskCache:
         except OSError:
             pass
         self._scan()[sig] = (len(data), now)
-        return Entry(outputs, V.nbytes(outputs), tree.get("node_type", ""))
+        return Entry(outputs, V.nbytes(outputs), node_type)
 
     def put(self, sig: str, outputs: dict[str, Any], node_type: str) -> bool:
-        """Store outputs if every part can be stored without pickle; else return False."""
+        """Store outputs if every part can be stored without pickle and the entry fits the
+        budget (estimated before anything is copied); else return False."""
+        if V.nbytes(outputs) > self.budget:
+            return False
         try:
-            tree, tensors = V.encode(outputs)
+            data = _encode_entry(outputs, node_type, self.budget)
         except V.NotSerializable:
             return False
-        meta = {"loom": json.dumps({"outputs": tree, "node_type": node_type})}
-        if tensors:
-            from safetensors.torch import save as st_save
-
-            data = st_save(tensors, metadata=meta)
-        else:  # plain values: write the safetensors header directly, no torch needed
-            header = json.dumps({"__metadata__": meta}).encode()
-            header += b" " * (-len(header) % 8)
-            data = len(header).to_bytes(8, "little") + header
-        if len(data) > self.budget:
+        if data is None:
             return False
         atomic_write(self._path(sig), data)
         self._scan()[sig] = (len(data), time.time())
@@ -193,19 +223,108 @@ class DiskCache:
             if total <= self.budget:
                 break
 
-    def clear(self) -> None:
-        for sig in list(self._scan()):
-            self.discard(sig)
+    def clear(self) -> bool:
+        """Remove every entry and stale temp file; False when something could not be
+        removed (see `problems`; what stays is still counted by `summary`)."""
+        self._index, self.problems = None, []
+        index = self._scan()
+        for sig in list(index):
+            if self._remove(self._path(sig)):
+                index.pop(sig)
+        return not self.problems
 
     def summary(self) -> dict[str, Any]:
         index = self._scan()
         return {"root": str(self.root), "entries": len(index),
-                "bytes": sum(s for s, _ in index.values()), "budget": self.budget}
+                "bytes": sum(s for s, _ in index.values()), "budget": self.budget,
+                "temp_files": dict(self.temps), "problems": list(self.problems)}
 
 
-def _read_header(data: bytes) -> dict[str, Any]:
+# ---- the entry format: safetensors, written without intermediate copies ---------------
+
+_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+           "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",
+           "bool": "BOOL"}
+
+
+class _Checksum:
+    """CRC-32 of an entry's tree and tensor bytes. It catches damage (flipped bits,
+    truncation) at several GB/s, 5x blake2b; a keyless hash of any kind could not stop
+    someone who can write the cache folder, so a cryptographic one would buy nothing."""
+
+    def __init__(self, text: str):
+        self.value = zlib.crc32(text.encode())
+
+    def update(self, data: Any) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def hexdigest(self) -> str:
+        return f"crc32:{self.value:08x}"
+
+
+def _encode_entry(outputs: dict[str, Any], node_type: str, budget: int) -> bytearray | None:
+    """The entry's bytes in one buffer (tensor bytes copied once, into it), or None when
+    it would exceed `budget`."""
+    tree, tensors = V.encode(outputs)
+    text = json.dumps({"outputs": tree, "node_type": node_type})
+    digest = _Checksum(text)
+    infos: dict[str, Any] = {}
+    raws: list[memoryview] = []
+    offset = 0
+    for key in sorted(tensors):
+        t = tensors[key]
+        dtype = _DTYPES.get(str(t.dtype).removeprefix("torch."))
+        if dtype is None:
+            raise V.NotSerializable(f"tensors of {t.dtype} are not stored on disk")
+        import torch
+
+        raw = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+        infos[key] = {"dtype": dtype, "shape": list(t.shape),
+                      "data_offsets": [offset, offset + raw.nbytes]}
+        digest.update(json.dumps([key, dtype, list(t.shape)]).encode())
+        digest.update(raw)
+        raws.append(raw)
+        offset += raw.nbytes
+    meta = {"loom": text, "loom_sum": digest.hexdigest()}
+    header = json.dumps({"__metadata__": meta, **infos}).encode()
+    header += b" " * (-len(header) % 8)
+    if 8 + len(header) + offset > budget:
+        return None
+    buf = bytearray(8 + len(header) + offset)
+    out = memoryview(buf)  # assigning through a view copies once (bytearray slices twice)
+    out[:8] = len(header).to_bytes(8, "little")
+    pos = 8 + len(header)
+    out[8:pos] = header
+    for raw in raws:
+        out[pos: pos + raw.nbytes] = raw
+        pos += raw.nbytes
+    return buf
+
+
+def _decode_entry(data: bytes) -> tuple[Any, str]:
+    """(outputs, node type) of an entry; raises on anything damaged or inconsistent."""
     n = int.from_bytes(data[:8], "little")
-    return json.loads(data[8: 8 + n])
+    if len(data) < 8 or n > len(data) - 8:
+        raise ValueError("truncated")
+    header = json.loads(data[8: 8 + n])
+    meta = header.pop("__metadata__")
+    text = meta["loom"]
+    digest = _Checksum(text)
+    view = memoryview(data)[8 + n:]
+    for key in sorted(header):
+        info = header[key]
+        start, end = info["data_offsets"]
+        digest.update(json.dumps([key, info["dtype"], info["shape"]]).encode())
+        digest.update(view[start:end])
+    if digest.hexdigest() != meta["loom_sum"]:
+        raise ValueError("checksum mismatch: the entry's bytes changed after it was written")
+    tensors: dict[str, Any] = {}
+    if header:
+        from safetensors.torch import load as st_load  # torch only when needed
+
+        tensors = st_load(data)
+    tree = json.loads(text)
+    return V.decode(tree["outputs"], tensors), str(tree["node_type"])
 
 
 class Cache:
@@ -231,8 +350,10 @@ class Cache:
         if persist and self.disk is not None:
             try:
                 self.disk.put(sig, outputs, node_type)
-            except OSError as exc:  # a full or read-only disk must not fail the run
-                log.warning("disk cache write failed: %s", exc)
+            except Exception as exc:  # a full or read-only disk must not fail the run
+                if not isinstance(exc, OSError) and not is_out_of_memory(exc):
+                    raise
+                log.warning("disk cache write skipped: %s", exc)
 
     def discard(self, sig: str) -> None:
         self.memory.discard(sig)

@@ -68,3 +68,12 @@ def _short(value: Any, limit: int = 80) -> str:
 def describe(value: Any) -> str:
     """A short, human description of a value for error messages."""
     return _short(value)
+
+
+_OOM_TEXT = ("out of memory", "can't allocate memory", "defaultcpuallocator",
+             "cannot allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure: MemoryError, or torch's error for CPU or GPU memory."""
+    return isinstance(exc, MemoryError) or any(t in str(exc).lower() for t in _OOM_TEXT)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -21,7 +22,7 @@ from typing import Any
 from . import values as V
 from .cache import Cache
 from .context import CancelToken, NodeContext
-from .errors import Cancelled, InputError, NodeFailure, describe
+from .errors import Cancelled, InputError, NodeFailure, describe, is_out_of_memory
 from .events import (
     EventBus,
     NodeFailed,
@@ -36,6 +37,8 @@ from .graph import Graph, Link
 from .order import dependency_order
 from .spec import REQUIRED, FingerprintEnv, Node
 from .validate import InvalidGraph, analyze, errors, param_value
+
+log = logging.getLogger("loom.executor")
 
 
 @dataclass
@@ -73,7 +76,7 @@ class RunResult:
 
 
 class _Replan(Exception):
-    """A cached entry vanished between planning and use (evicted, or deleted on disk)."""
+    """A value the plan relied on was lost before use: (source node, consumer node)."""
 
 
 class Executor:
@@ -116,8 +119,12 @@ class Executor:
             return None
 
     def plan(self, graph: Graph, targets: list[str] | None = None, *,
-             nonce: str | None = None) -> Plan:
-        """Which nodes must run and which come from the cache. Raises InvalidGraph."""
+             nonce: str | None = None, fetch: dict[str, dict[str, Any]] | None = None) -> Plan:
+        """Which nodes must run and which come from the cache. Raises InvalidGraph.
+
+        With `fetch`, every cache entry the plan would rely on is read and checked now (one
+        pass, as the plan is made): a good one lands in `fetch`, a bad one is dropped and
+        its node planned to run. Nodes already in `fetch` count as cached."""
         targets = list(targets) if targets is not None else graph.output_nodes()
         problems, all_sources, values = analyze(graph, targets if targets else None)
         if errors(problems):
@@ -146,7 +153,9 @@ class Executor:
             if nid in seen:
                 continue
             seen.add(nid)
-            if nid not in volatile and self._cached(reg.get(graph.nodes[nid].type), sigs[nid]):
+            cls = reg.get(graph.nodes[nid].type)
+            if (fetch is not None and nid in fetch) or (
+                    nid not in volatile and self._cached(cls, sigs[nid], nid, fetch)):
                 cached.append(nid)
                 continue
             to_run.add(nid)
@@ -156,16 +165,52 @@ class Executor:
         return Plan(targets, run, sorted(cached, key=position.__getitem__), sigs, sources,
                     volatile, values)
 
-    def _cached(self, cls: type[Node], sig: str) -> bool:
-        if sig not in self.cache:
-            return False
-        if cls.still_valid.__func__ is Node.still_valid.__func__:  # type: ignore[attr-defined]
-            return True
+    def _cached(self, cls: type[Node], sig: str, nid: str,
+                fetch: dict[str, dict[str, Any]] | None) -> bool:
+        default_check = cls.still_valid.__func__ is Node.still_valid.__func__  # type: ignore
+        if fetch is None and default_check:
+            return sig in self.cache
         entry = self.cache.get(sig)
-        if entry is None or not cls.still_valid(entry.outputs):
+        if entry is None:
+            return False
+        problem = self._entry_problem(cls, entry.outputs)
+        if problem is None and not cls.still_valid(entry.outputs):
+            problem = "no longer valid"
+        if problem is not None:
+            log.warning("dropping cached %s output of %s: %s", cls.type, nid, problem)
             self.cache.discard(sig)
             return False
+        if fetch is not None:
+            fetch[nid] = entry.outputs
         return True
+
+    def _entry_problem(self, cls: type[Node], outs: Any) -> str | None:
+        """Why a cached entry cannot stand for this node's outputs (None if it can)."""
+        if not isinstance(outs, dict):
+            return f"outputs are {type(outs).__name__}, not a dict"
+        for o in cls.outputs:
+            if o.name not in outs:
+                return f"no value for output '{o.name}'"
+            problem = V.kind_problem(o.type, outs[o.name])
+            if problem is not None:
+                return f"output '{o.name}': {problem}"
+        ui = outs.get("ui")
+        if ui is None and not cls.output:
+            return None
+        if not isinstance(ui, dict):  # an output node's result is what it shows: its ui
+            return "no ui dict"
+        files = ui.get("files", [])
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            return "ui files are not a list of paths"
+        root = self.output_dir.resolve()
+        for f in files:
+            try:
+                inside = Path(f).resolve().is_relative_to(root)
+            except (OSError, ValueError):
+                inside = False
+            if not inside:
+                return f"reports a file outside the output folder: {f!r}"
+        return None
 
     def signatures(self, graph: Graph, order: list[str], sources: dict[str, dict[str, Link]],
                    nonce: str, coerced: dict | None = None) -> tuple[dict[str, str], set[str]]:
@@ -222,22 +267,27 @@ class Executor:
         run_id = uuid.uuid4().hex[:12]
         t0 = time.perf_counter()
         local: dict[str, dict[str, Any]] = {}
-        plan = self._plan_with_targets(graph, targets, local)
+        plan = self.plan(graph, targets, fetch=local)
         result = RunResult(run_id, RunStatus.OK, plan)
         self.events.emit(RunStarted(run_id, plan.to_dict(), list(plan.targets)))
-        for nid in plan.cached:
-            ui = local[nid].get("ui") if nid in local else None
-            self.events.emit(NodeFinished(run_id, nid, graph.nodes[nid].type, True, 0.0,
-                                          V.to_json_safe(ui) if ui is not None else None,
-                                          local.get(nid)))
-        for _attempt in range(3):
+        self._emit_cached(graph, plan, result, local, plan.cached)
+        try:
+            self._execute(graph, plan, result, local, cancel)
+        except _Replan:  # a value was lost after planning: plan again once, from what is left
+            first = set(plan.cached)
+            plan = self.plan(graph, plan.targets, fetch=local)
+            plan.cached = [n for n in plan.cached if n not in result.computed]
+            result.plan = plan
+            self._emit_cached(graph, plan, result, local,
+                              [n for n in plan.cached if n not in first])
             try:
                 self._execute(graph, plan, result, local, cancel)
-                break
             except _Replan as miss:
-                self.cache.discard(str(miss))
-                plan = self._plan_with_targets(graph, plan.targets, local)
-                result.plan = plan
+                nid = miss.args[1]
+                result.failures[nid] = NodeFailure(
+                    nid, graph.nodes[nid].type, f"the output of {miss.args[0]} was lost "
+                    "before use twice in a row (dropped after an in-place change, or its "
+                    "cache entry removed by another process)", hint="run again")
         for nid in plan.targets:
             outs = local.get(nid)
             if outs is not None:
@@ -245,6 +295,8 @@ class Executor:
                 ui = outs.get("ui")
                 if isinstance(ui, dict):
                     result.files.extend(str(f) for f in ui.get("files", []))
+            elif result.status == RunStatus.OK and nid not in result.failures:
+                result.skipped.setdefault(nid, "produced no output")
         if result.status != RunStatus.CANCELLED and (result.failures or result.skipped):
             result.status = RunStatus.FAILED
         result.seconds = time.perf_counter() - t0
@@ -252,24 +304,13 @@ class Executor:
                                      sorted(result.failures), sorted(result.skipped)))
         return result
 
-    def _plan_with_targets(self, graph: Graph, targets: list[str] | None,
-                           local: dict[str, dict[str, Any]]) -> Plan:
-        """Plan, and fetch the outputs of cached targets now: an entry that turns out to
-        be unreadable is dropped and the plan made again without it."""
-        for _attempt in range(5):
-            plan = self.plan(graph, targets)
-            missing = None
-            for nid in plan.cached:
-                if nid in plan.targets and nid not in local:
-                    entry = self.cache.get(plan.signatures[nid])
-                    if entry is None:
-                        missing = plan.signatures[nid]
-                        break
-                    local[nid] = entry.outputs
-            if missing is None:
-                return plan
-            self.cache.discard(missing)
-        return plan
+    def _emit_cached(self, graph: Graph, plan: Plan, result: RunResult,
+                     local: dict[str, dict[str, Any]], nodes: list[str]) -> None:
+        for nid in nodes:
+            outs = local.get(nid)
+            ui = outs.get("ui") if outs is not None else None
+            self.events.emit(NodeFinished(result.run_id, nid, graph.nodes[nid].type, True, 0.0,
+                                          V.to_json_safe(ui) if ui is not None else None, outs))
 
     def _execute(self, graph: Graph, plan: Plan, result: RunResult,
                  local: dict[str, dict[str, Any]], cancel: CancelToken) -> None:
@@ -290,12 +331,8 @@ class Executor:
 
         def outputs_of(nid: str) -> dict[str, Any]:
             outs = local.get(nid)
-            if outs is None:
-                entry = self.cache.get(plan.signatures[nid])
-                if entry is None:
-                    raise _Replan(plan.signatures[nid])
-                outs = entry.outputs
-                local[nid] = outs
+            if outs is None:  # every value the plan relies on was fetched: this one was lost
+                raise _Replan(nid)
             return outs
 
         for nid in plan.run:
@@ -333,10 +370,15 @@ class Executor:
             except Cancelled:
                 result.status = RunStatus.CANCELLED
                 return
-            except _Replan:
-                raise
+            except _Replan as miss:
+                raise _Replan(miss.args[0], nid) from None
             except Exception as exc:
                 failure = _failure(nid, node.type, exc)
+                src = self._bad_cached_input(plan, nid, exc)
+                if src is not None:
+                    failure.hint = (f"{failure.hint}; " if failure.hint else "") + (
+                        f"the value was {src}'s cached output, which has been dropped: "
+                        "running again computes it afresh")
                 result.failures[nid] = failure
                 self.events.emit(NodeFailed(result.run_id, nid, node.type, failure))
                 continue
@@ -353,6 +395,14 @@ class Executor:
                 remaining[l.src] -= 1
                 if remaining[l.src] <= 0 and l.src not in plan.targets:
                     local.pop(l.src, None)
+
+    def _bad_cached_input(self, plan: Plan, nid: str, exc: Exception) -> str | None:
+        """The cached node whose value made `nid` reject an input; its entry is dropped."""
+        link = plan.sources[nid].get(exc.input) if isinstance(exc, InputError) else None
+        if link is None or link.src not in plan.cached:
+            return None
+        self.cache.discard(plan.signatures[link.src])
+        return link.src
 
     @staticmethod
     def _inputs(cls: type[Node], node, srcs: dict[str, Link], outputs_of,
@@ -385,6 +435,10 @@ class Executor:
         missing = [o.name for o in cls.outputs if o.name not in outs]
         if missing:
             raise TypeError(f"{cls.type}.run returned no value for {missing}")
+        for o in cls.outputs:
+            if o.type in V.FINITE_TYPES and V.non_finite(outs[o.name]):
+                raise ValueError(f"output '{o.name}' of {nid} holds NaN or infinite values "
+                                 "(a setting or a model's weights broke the computation)")
         return outs
 
 
@@ -394,7 +448,7 @@ def _failure(nid: str, node_type: str, exc: BaseException) -> NodeFailure:
         return NodeFailure(nid, node_type, str(exc), exc.input, exc.expected,
                            describe(exc.got) if exc.got is not None else None,
                            exc.hint or None, tb)
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+    if is_out_of_memory(exc):
         return NodeFailure(nid, node_type, f"out of memory: {exc}", hint="use a smaller size or "
                            "batch, or free memory", traceback=tb)
     return NodeFailure(nid, node_type, f"{type(exc).__name__}: {exc}", traceback=tb)

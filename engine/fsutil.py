@@ -87,3 +87,11 @@ class FileHasher:
         digest = h.hexdigest()
         self._memo[key] = (st.st_size, st.st_mtime_ns, digest)
         return digest
+
+
+TEMP_MAX_AGE = 600.0  # seconds; a younger temp file may belong to a writer still at work
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether `name` is one of `_temp_copy`'s temporary files (`.TARGET.XXXX.tmp`)."""
+    return name.startswith(".") and name.endswith(".tmp")

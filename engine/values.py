@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,10 +123,11 @@ def encode(value: Any) -> tuple[Any, dict[str, Any]]:
             key = f"t{len(tensors)}"
             kind = "tensor"
             if type(v).__name__ == "ndarray":
-                torch = _torch()
-                if torch is None:
-                    import torch  # noqa: F811 - only reached when arrays are cached
-                v = torch.from_numpy(v.copy())
+                import numpy as np
+                import torch  # only reached when arrays are cached
+                with warnings.catch_warnings():  # cached arrays are read-only; no copy
+                    warnings.simplefilter("ignore", UserWarning)
+                    v = torch.from_numpy(np.ascontiguousarray(v))
                 kind = "ndarray"
             tensors[key] = v.detach().contiguous().cpu()
             return {"__" + kind + "__": key}
@@ -169,6 +172,61 @@ def decode(tree: Any, tensors: dict[str, Any]) -> Any:
         return {k: dec(x) for k, x in v.items()}
 
     return dec(tree)
+
+
+# ---- what a value of each link type may be (for entries read back from disk) ----------
+
+def _tensor(ranks: tuple[int, ...]):
+    def check(v: Any) -> str | None:
+        if not is_tensor(v):
+            return f"expected a tensor, got {type(v).__name__}"
+        if v.dim() not in ranks or not v.is_floating_point():
+            return f"expected a float tensor of rank {' or '.join(map(str, ranks))}, " \
+                   f"got {v.dtype} {list(v.shape)}"
+        return None
+    return check
+
+
+def _instance(cls: type | tuple[type, ...], name: str, inner: Any = None):
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) != (cls is bool) or not isinstance(v, cls):
+            return f"expected {name}, got {type(v).__name__}"
+        return inner(v) if inner is not None else None
+    return check
+
+
+_image = _tensor((4,))
+_KINDS: dict[str, Any] = {
+    "IMAGE": _image, "MASK": _image, "SIGMAS": _tensor((1,)),
+    "LATENT": _instance(Latent, "a LATENT", lambda v: _image(v.samples)),
+    "CONDITIONING": _instance(Conditioning, "a CONDITIONING", lambda v: _tensor((3,))(v.embeds)),
+    "INT": _instance(int, "an integer"), "SEED": _instance(int, "an integer"),
+    "FLOAT": _instance((int, float), "a number"), "BOOL": _instance(bool, "true or false"),
+    "STRING": _instance(str, "a string"), "CHOICE": _instance(str, "a string"),
+    "SAMPLER": _instance(str, "a sampler name"),
+}
+
+
+def kind_problem(type_name: str, value: Any) -> str | None:
+    """Why `value` cannot be a value of link type `type_name` (None if it can). Types
+    with no rule here (models, guiders, plugin types) are not checked."""
+    check = _KINDS.get(str(type_name))
+    return check(value) if check is not None else None
+
+
+FINITE_TYPES = frozenset({"IMAGE", "MASK", "LATENT", "CONDITIONING"})
+
+
+def non_finite(value: Any) -> bool:
+    """Whether a float tensor inside `value` holds NaN or inf. One float32 sum per tensor
+    (a non-finite element makes the sum non-finite); the exact test only when it is."""
+    for t in tensors_in(value):
+        if is_tensor(t) and t.is_floating_point() and t.numel():
+            torch = _torch()
+            if not math.isfinite(float(t.sum(dtype=torch.float32))) and \
+                    not bool(torch.isfinite(t).all()):
+                return True
+    return False
 
 
 def to_json_safe(v: Any, limit: int = 20) -> Any:
