@@ -121,3 +121,40 @@ def test_text_encode_warns_on_a_clamped_weight_and_stays_finite(model_executor, 
     assert r.ok, r.failures
     assert torch.isfinite(r["t"]["conditioning"].embeds).all()
     assert any("clamped" in rec.getMessage() for rec in caplog.records)
+
+
+# ---- 12. LoRA tensors ------------------------------------------------------------------------
+
+KEY = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
+
+
+@pytest.mark.parametrize("name, edit, why", [
+    ("nan", lambda sd: sd[KEY + ".lora_down.weight"].__setitem__((0, 0), math.nan), "NaN"),
+    ("inf-alpha", lambda sd: sd.__setitem__(KEY + ".alpha", torch.tensor(math.inf)),
+     "alpha should be one finite number"),
+    ("flat", lambda sd: sd.__setitem__(KEY + ".lora_up.weight", torch.ones(8)), "2-D or 4-D"),
+    ("rank", lambda sd: sd.__setitem__(KEY + ".lora_up.weight",
+                                      sd[KEY + ".lora_up.weight"][:, :2].contiguous()),
+     "does not match"),
+])
+def test_a_malformed_lora_is_refused_at_load_naming_file_and_layer(tiny_models, tmp_path,
+                                                                   name, edit, why):
+    from safetensors.torch import load_file, save_file
+
+    from engine import Executor
+    from engine.modelpaths import ModelFolders
+    from engine.runtime.models import ModelManager
+
+    sd = load_file(tiny_models / "loras" / "tiny-lora.safetensors")
+    edit(sd)
+    (tmp_path / "loras").mkdir()
+    save_file(sd, tmp_path / "loras" / f"{name}.safetensors")
+    folders = ModelFolders([tiny_models, tmp_path], use_env=False, use_config=False)
+    g = Graph()
+    ck = g.add("load_checkpoint", "ck", ckpt_name="tiny-sd15")
+    g.add("load_lora", "lo", model=ck["model"], clip=ck["clip"],
+          lora_name=f"{name}.safetensors", strength_model=1.0, strength_clip=1.0)
+    r = Executor(models=ModelManager(paths=folders)).run(g, ["lo"])
+    f = r.failures["lo"]
+    assert f.input == "lora_name" and f"{name}.safetensors" in f.message
+    assert KEY in f.message and why in f.message
