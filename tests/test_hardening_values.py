@@ -1,6 +1,7 @@
 """Hostile input values: prompt weights, LoRA tensors, lone surrogates, terminal escapes and
 sizes that fit every widget's bounds but not the machine."""
 
+import json
 import logging
 import math
 import subprocess
@@ -158,3 +159,86 @@ def test_a_malformed_lora_is_refused_at_load_naming_file_and_layer(tiny_models, 
     f = r.failures["lo"]
     assert f.input == "lora_name" and f"{name}.safetensors" in f.message
     assert KEY in f.message and why in f.message
+
+
+# ---- 13. lone surrogates, 14. terminal escapes ------------------------------------------------
+
+OSC52 = "\x1b]52;c;cm0gLXJmIH4=\x07"  # would set the clipboard
+CLEAR = "\x1b[2J\x9b2J\u202e"  # CSI clear screen, its C1 form, a right-to-left override
+
+
+def _workflow(tmp_path, nodes, links=(), text=None):
+    doc = {"format": "loom.workflow", "version": 1, "nodes": nodes, "links": list(links)}
+    path = tmp_path / "w.json"
+    path.write_text(text if text is not None else json.dumps(doc), encoding="utf-8")
+    return path
+
+
+def _no_controls(*texts):
+    for t in texts:
+        assert "\x1b" not in t and "\x9b" not in t and "\u202e" not in t and "\x07" not in t
+
+
+def test_validate_and_run_escape_control_characters_from_the_file(tmp_path):
+    nid = "n" + OSC52
+    path = _workflow(tmp_path, [
+        {"id": nid, "type": "load_image", "title": "Photo" + CLEAR,
+         "params": {"path": "missing" + CLEAR + ".png"}},
+        {"id": "save", "type": "save_image", "params": {}}],
+        [{"from": [nid, "image"], "to": ["save", "images"]}])
+    v = loom("validate", path)
+    _no_controls(v.stdout, v.stderr)
+    assert v.returncode == 0 and "\\x1b]52" not in v.stdout  # nothing wrong to report yet
+    r = loom("run", path, "--out", tmp_path / "out", "--no-disk-cache")
+    _no_controls(r.stdout, r.stderr)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "n\\x1b]52;c;cm0gLXJmIH4=\\x07" in r.stderr and "Photo\\x1b[2J\\x9b2J\\u202e" in r.stderr
+    assert "missing\\x1b[2J" in r.stderr
+    bad = _workflow(tmp_path, [{"id": nid, "type": "save_image", "params": {}}])
+    v = loom("validate", bad)
+    _no_controls(v.stdout, v.stderr)
+    assert v.returncode == 2 and f"error: {nid.encode('unicode_escape').decode()}" in v.stdout
+    j = loom("validate", bad, "--json")
+    _no_controls(j.stdout)
+    assert json.loads(j.stdout)[0]["node"] == nid
+
+
+def test_extract_and_export_keep_json_valid_but_escape_controls(tmp_path):
+    from engine.text import json_printable
+
+    text = json.dumps({"t": "a\x7f\x9b\u202eb"}, ensure_ascii=False)
+    escaped = json_printable(text)
+    _no_controls(escaped)
+    assert "\x7f" not in escaped and json.loads(escaped) == json.loads(text)
+
+
+def test_a_lone_surrogate_is_refused_at_load_naming_node_and_field(tmp_path):
+    text = ('{"format": "loom.workflow", "version": 1, "nodes": [{"id": "n", "type": '
+            '"string", "title": "t\\ud800", "params": {"value": "x"}}], "links": []}')
+    path = _workflow(tmp_path, [], text=text)
+    for cmd in (["validate", path], ["export", path], ["run", path, "--no-disk-cache"]):
+        r = loom(*cmd)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "nodes[0] (id 'n').title" in r.stderr and "lone surrogate" in r.stderr
+    comfy = tmp_path / "c.json"
+    comfy.write_text('{"3": {"class_type": "KSampler", "inputs": {"seed": "\\udc80"}}}')
+    r = loom("import", comfy, "-o", tmp_path / "out.json")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "3.inputs.seed" in r.stderr
+    assert not (tmp_path / "out.json").exists()
+    # a pair that makes one character is fine
+    ok = _workflow(tmp_path, [], text=text.replace("\\ud800", "\\ud83d\\ude00"))
+    r = loom("validate", ok)
+    assert "lone surrogate" not in r.stderr and "no output node" in r.stdout
+
+
+def test_set_refuses_bytes_that_are_not_utf8(tmp_path):
+    path = _workflow(tmp_path, [{"id": "n", "type": "string", "params": {"value": "x"}},
+                                {"id": "i", "type": "int", "params": {"value": 1}},
+                                {"id": "save", "type": "preview_image", "params": {}}])
+    for value in (b"n.value=caf\xe9", b'i.value="\\ud800"'):
+        r = subprocess.run([sys.executable.encode(), b"-m", b"app.cli", b"run", bytes(path),
+                            b"--no-disk-cache", b"--set", value], capture_output=True,
+                           cwd=ROOT, timeout=120)
+        err = r.stderr.decode("utf-8", "replace")
+        assert r.returncode == 2 and "Traceback" not in err, err
+        assert "--set" in err and ("UTF-8" in err or "surrogate" in err)
