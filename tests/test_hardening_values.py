@@ -4,6 +4,7 @@ sizes that fit every widget's bounds but not the machine."""
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import time
@@ -242,3 +243,38 @@ def test_set_refuses_bytes_that_are_not_utf8(tmp_path):
         err = r.stderr.decode("utf-8", "replace")
         assert r.returncode == 2 and "Traceback" not in err, err
         assert "--set" in err and ("UTF-8" in err or "surrogate" in err)
+
+
+# ---- 15. a total-pixel limit in validation ----------------------------------------------------
+
+def test_sizes_over_the_pixel_limit_are_validation_errors(builtin_registry, monkeypatch):
+    from engine import validate
+
+    g = Graph(builtin_registry)
+    g.add("empty_latent", "big", width=16384, height=16384, batch_size=2)
+    g.add("empty_image", "fine", width=4096, height=4096, batch_size=16)
+    w = g.add("int", "w", value=16384)
+    g.add("solid_mask", "wired", width=w["value"], height=16384)
+    g.add("preview_image", "p")
+    found = {p.node: p for p in validate(g) if p.code == "check"}
+    assert set(found) == {"big"}
+    p = found["big"]
+    assert p.input == "width" and p.severity == "error"
+    assert p.message.startswith("batch_size x width x height: 2 x 16384 x 16384 = ")
+    assert "LOOM_MAX_PIXELS" in p.message
+    monkeypatch.setenv("LOOM_MAX_PIXELS", str(16384 * 100))
+    found = {p.node for p in validate(g) if p.code == "check"}
+    assert found == {"big", "fine", "wired"}  # the wired width comes from an Int primitive
+
+
+def test_run_refuses_an_image_over_the_limit_before_any_work(tmp_path):
+    path = _workflow(tmp_path, [
+        {"id": "img", "type": "empty_image", "params": {"width": 2048, "height": 2048}},
+        {"id": "save", "type": "save_image", "params": {}}],
+        [{"from": ["img", "image"], "to": ["save", "images"]}])
+    env = {**os.environ, "LOOM_MAX_PIXELS": "1000000"}
+    r = loom("run", path, "--out", tmp_path / "out", "--no-disk-cache", env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "img.width: batch_size x width x height: 1 x 2048 x 2048 = 4,194,304" in r.stderr
+    assert "LOOM_MAX_PIXELS" in r.stderr and not (tmp_path / "out").exists()
+    assert loom("run", path, "--out", tmp_path / "out", "--no-disk-cache").returncode == 0
