@@ -127,7 +127,14 @@ def _cache_folder(text: str) -> str:
 
 
 def _err(msg: str) -> None:
-    print(f"loom: {msg}", file=sys.stderr)
+    _say(f"loom: {msg}", file=sys.stderr)
+
+
+def _say(text: Any, file: Any = None) -> None:
+    """Print text for a person; what came from a file may hold terminal control sequences."""
+    from engine.text import printable
+
+    print(printable(text), file=file or sys.stdout)
 
 
 def _load(path: str, args=None, quiet: bool = False):
@@ -144,7 +151,7 @@ def _load(path: str, args=None, quiet: bool = False):
         raise SystemExit(EXIT_INVALID) from None
     graph.comfyui_report = report
     if report is not None and not quiet:
-        print(report.text(), file=sys.stderr)
+        _say(report.text(), file=sys.stderr)
     return graph
 
 
@@ -166,9 +173,12 @@ def _workflow_text_from_png(path: str) -> str:
 def apply_sets(graph, sets: list[str]) -> None:
     """Apply `NODE.INPUT=VALUE` edits; values are JSON where they parse, else text."""
     from engine import GraphError
+    from engine.text import lone_surrogate
     from engine.types import T
 
     for item in sets:
+        if lone_surrogate(item) is not None:  # bytes that are not UTF-8, from argv
+            raise GraphError(f"--set {item!r}: not valid UTF-8 text")
         key, eq, raw = item.partition("=")
         node_key, dot, input_name = key.rpartition(".")
         if not eq or not dot or not node_key or not input_name:
@@ -183,6 +193,9 @@ def apply_sets(graph, sets: list[str]) -> None:
                 value = json.loads(raw)
             except ValueError:
                 value = raw
+            if lone_surrogate(value) is not None:
+                raise GraphError(f"--set {item!r}: the value holds a lone surrogate, which is "
+                                 "not valid Unicode")
         graph.set_param(node.id, input_name, value)
 
 
@@ -274,7 +287,7 @@ def cmd_run(args) -> int:
         for nid, why in result.skipped.items():
             _err(f"{nid}: not run: {why}")
         for f in result.files:
-            print(f)
+            _say(f)
         done = len(result.computed)
         print(f"{done} node(s) computed, {len(result.plan.cached)} from cache, "
               f"{result.seconds:.2f} s", file=sys.stderr)
@@ -299,10 +312,10 @@ def cmd_validate(args) -> int:
         print(json.dumps([p.to_dict() for p in problems], indent=2))
     else:
         for p in problems:
-            print(p)
+            _say(p)
         n_err = sum(p.severity == "error" for p in problems)
-        print(f"{args.workflow}: {n_err} error(s), {len(problems) - n_err} warning(s)",
-              file=sys.stderr)
+        _say(f"{args.workflow}: {n_err} error(s), {len(problems) - n_err} warning(s)",
+             file=sys.stderr)
     return EXIT_INVALID if any(p.severity == "error" for p in problems) else EXIT_OK
 
 
@@ -319,20 +332,21 @@ def cmd_import(args) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(report.text())
+        _say(report.text())
     if args.output:
         try:
             wf.save(graph, args.output)
         except OSError as exc:
             _err(f"cannot write {args.output}: {exc.strerror or exc}")
             return EXIT_FAILED
-        print(f"wrote {args.output}", file=sys.stderr)
+        _say(f"wrote {args.output}", file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_export(args) -> int:
     from engine.comfyui import ExportError, to_api
     from engine.fsutil import atomic_write
+    from engine.text import json_printable
 
     graph = _load(args.workflow, quiet=True)
     try:
@@ -344,7 +358,7 @@ def cmd_export(args) -> int:
     if args.output:
         atomic_write(args.output, text.encode("utf-8"))
     else:
-        print(text, end="")
+        print(json_printable(text), end="")
     return EXIT_OK
 
 
@@ -370,6 +384,7 @@ def cmd_nodes(args) -> int:
 
 def cmd_extract(args) -> int:
     from engine import WorkflowError
+    from engine.text import json_printable
 
     try:
         text = _workflow_text_from_png(args.image)
@@ -377,7 +392,7 @@ def cmd_extract(args) -> int:
         _err(str(exc))
         return EXIT_INVALID
     try:
-        print(json.dumps(json.loads(text), indent=2, ensure_ascii=False))
+        print(json_printable(json.dumps(json.loads(text), indent=2, ensure_ascii=False)))
     except ValueError:
         _err(f"{args.image}: the embedded workflow is not valid JSON")
         return EXIT_INVALID
@@ -397,15 +412,15 @@ def cmd_models(args) -> int:
         return EXIT_OK
     if not rows:
         looked = ", ".join(str(r) for r in folders.roots) or "(none)"
-        print(f"no models found; model folders: {looked}. Add one with --models DIR, the "
-              "LOOM_MODELS variable or the config file", file=sys.stderr)
+        _say(f"no models found; model folders: {looked}. Add one with --models DIR, the "
+             "LOOM_MODELS variable or the config file", file=sys.stderr)
     kind = None
     for r in rows:
         if r["kind"] != kind:
             kind = r["kind"]
             print(f"{kind}/")
         tag = " (bundled)" if r["bundled"] else ""
-        print(f"  {r['name']:<40} {r['family'] or '?'}{tag}")
+        _say(f"  {r['name']:<40} {r['family'] or '?'}{tag}")
     return EXIT_OK
 
 

@@ -6,6 +6,7 @@ import json
 import sys
 
 from engine.events import Event, NodeFinished, NodeStarted, Progress, RunStarted
+from engine.text import printable
 
 
 class JsonEvents:
@@ -41,7 +42,7 @@ class TerminalProgress:
     def _node_started(self, ev: NodeStarted) -> None:
         self.types[ev.node] = ev.type
         if self.bar is not None:
-            self.bar.set_description(f"{ev.node} {ev.type}")
+            self.bar.set_description(printable(f"{ev.node} {ev.type}"))
 
     def _progress(self, ev: Progress) -> None:
         if self.bar is not None:
@@ -53,7 +54,7 @@ class TerminalProgress:
         if self.bar is not None:
             self.bar.update(1)
         else:
-            print(f"{ev.node} {ev.type}: {ev.seconds:.2f} s", file=sys.stderr)
+            print(printable(f"{ev.node} {ev.type}: {ev.seconds:.2f} s"), file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .limits import pixels_problem
 from .modelpaths import ModelKind
 from .types import PRIMITIVES, LinkType, T, link_type
 
@@ -205,6 +206,9 @@ class Node:
     output: ClassVar[bool] = False
     cacheable: ClassVar[bool] = True
     aliases: ClassVar[tuple[str, ...]] = ()
+    # (batch, width, height) inputs of a node that makes an image of that size (batch may be
+    # None for one image): the default `check` holds the size to engine.limits.max_pixels()
+    pixel_inputs: ClassVar[tuple[str | None, str, str] | None] = None
 
     input_map: ClassVar[dict[str, Input]]
     output_map: ClassVar[dict[str, Output]]
@@ -258,6 +262,20 @@ class Node:
         """Outputs known without running (primitives), so a file path wired from one can
         be fingerprinted when planning. None for every other node."""
         return None
+
+    @classmethod
+    def check(cls, values: dict[str, Any]) -> list[tuple[str, str]]:
+        """Problems of input values that their bounds alone cannot catch, as (input, message)
+        pairs, found when validating. `values` holds the inputs known before running (set or
+        default widget values, and values wired from primitives)."""
+        if cls.pixel_inputs is None:
+            return []
+        names = [n for n in cls.pixel_inputs if n]
+        sizes = [values.get(n) for n in names]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
+            return []
+        why = pixels_problem(*([1] * (3 - len(sizes)) + sizes))
+        return [(cls.pixel_inputs[1], f"{' x '.join(names)}: {why}")] if why else []
 
     @classmethod
     def migrate(cls, from_version: int, params: dict[str, Any]) -> dict[str, Any]:

@@ -175,6 +175,7 @@ def analyze(graph: Graph, targets: Iterable[str] | None = None) -> Analysis:
         if node.mode != "active":
             continue
         srcs = sources[nid] = {}
+        known: dict[str, Any] = {}  # values known before running, for cls.check
         for inp in cls.inputs:
             got_src = source(graph, nid, inp.name) if inp.name in wired else None
             if isinstance(got_src, str):
@@ -200,6 +201,8 @@ def analyze(graph: Graph, targets: Iterable[str] | None = None) -> Analysis:
                         f"type mismatch: {out.type.value} from {src.id}.{got_src.src_output}",
                         node=nid, input=inp.name, expected=inp.type.value, got=out.type.value,
                         code="type_mismatch"))
+                elif inp.is_widget:
+                    _know(known, inp, (src_cls.constant(src.params) or {}), got_src.src_output)
                 continue
             if inp.name in node.params:
                 value = node.params[inp.name]
@@ -210,16 +213,21 @@ def analyze(graph: Graph, targets: Iterable[str] | None = None) -> Analysis:
                     continue
                 ok, coerced = inp.coerce(value)
                 if ok:
-                    values.setdefault(nid, {})[inp.name] = coerced
+                    values.setdefault(nid, {})[inp.name] = known[inp.name] = coerced
                 else:
                     problems.append(Problem(f"expected {inp.expected()}, got {describe(value)}",
                                             node=nid, input=inp.name, expected=inp.expected(),
                                             got=describe(value), code="bad_value"))
+            elif inp.is_widget and inp.default is not REQUIRED:
+                known[inp.name] = inp.default
             elif inp.required:
                 what = inp.type.value if not inp.is_widget else inp.expected()
                 problems.append(Problem(f"missing required input (expected {what})",
                                         node=nid, input=inp.name, expected=what, got="nothing",
                                         code="missing_input"))
+
+        for name, message in cls.check(known):
+            problems.append(Problem(message, node=nid, input=name, code="check"))
 
     cycle = _find_cycle(graph, ids)
     if cycle:
@@ -230,6 +238,14 @@ def analyze(graph: Graph, targets: Iterable[str] | None = None) -> Analysis:
                                 "changed copy is refused", severity="warning", code="newer_file"))
     problems.sort(key=lambda p: p.severity != "error")
     return Analysis(problems, sources, values)
+
+
+def _know(known: dict[str, Any], inp: Any, values: dict[str, Any], key: str) -> None:
+    """Record `values[key]` as the value of `inp` when it is one the input accepts."""
+    if key in values:
+        ok, value = inp.coerce(values[key])
+        if ok:
+            known[inp.name] = value
 
 
 def errors(problems: list[Problem]) -> list[Problem]:

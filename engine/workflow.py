@@ -19,6 +19,7 @@ from .errors import GraphError, WorkflowError
 from .fsutil import atomic_write
 from .graph import MODES, Graph, GraphNode, Group, Link
 from .registry import Registry
+from .text import SURROGATE_MESSAGE, lone_surrogate
 
 FORMAT = "loom.workflow"
 VERSION = 1
@@ -59,7 +60,7 @@ def parse_json(text: str, file: str) -> Any:
     if not text.strip():
         raise WorkflowError(file, "", "the file is empty")
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        doc = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise WorkflowError(file, f"line {exc.lineno}, column {exc.colno}",
                             f"not valid JSON: {exc.msg}") from None
@@ -69,6 +70,10 @@ def parse_json(text: str, file: str) -> Any:
         raise WorkflowError(file, "", f"not readable: {exc}") from None
     except RecursionError:
         raise WorkflowError(file, "", "nested too deeply to be a workflow") from None
+    where = lone_surrogate(doc)
+    if where is not None:  # saving or printing it later would fail
+        raise WorkflowError(file, where or "top level", SURROGATE_MESSAGE)
+    return doc
 
 
 class _BadConstant(ValueError):

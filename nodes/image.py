@@ -170,6 +170,7 @@ def resize(image, width: int, height: int, method: str):
 class ResizeImage(Node):
     type = "resize_image"
     title = "Resize Image"
+    pixel_inputs = (None, "width", "height")
     category = "image/transform"
     description = ("Resize to a width and height. 0 for one side keeps the aspect ratio. "
                    "fit: inside the box, keeping aspect; fill: cover the box and crop the rest.")
@@ -467,6 +468,7 @@ class InvertImage(Node):
 class EmptyImage(Node):
     type = "empty_image"
     title = "Solid Color Image"
+    pixel_inputs = ("batch_size", "width", "height")
     category = "image"
     description = "An image of one colour."
     inputs = (Int("width", 512, min=1, max=MAX_SIDE), Int("height", 512, min=1, max=MAX_SIDE),

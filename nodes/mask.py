@@ -114,6 +114,7 @@ class ThresholdMask(Node):
 class SolidMask(Node):
     type = "solid_mask"
     title = "Solid Mask"
+    pixel_inputs = (None, "width", "height")
     category = "mask"
     description = "A mask of one value everywhere."
     inputs = (Float("value", 1.0, min=0.0, max=1.0, step=0.01),

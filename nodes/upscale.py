@@ -256,6 +256,7 @@ def resize_latent(latent: Latent, width: int, height: int, method: str) -> Laten
 class UpscaleLatent(Node):
     type = "upscale_latent"
     title = "Upscale Latent"
+    pixel_inputs = (None, "width", "height")
     category = "latent"
     description = ("Resample a latent to a size in pixels (multiples of 8; 0 keeps the aspect "
                    "ratio). For a hires-fix pass, sample it again at low denoise.")

@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import WorkflowError
 from ..graph import Graph, GraphNode, Group, Link
 from ..registry import Registry
+from ..text import SURROGATE_MESSAGE, lone_surrogate
 from ..workflow import _kind
 from .table import KNOWN_MISSING, MAPPING, Drop, Lossy, Map
 
@@ -209,6 +210,9 @@ def convert(doc: Any, *, registry: Registry | None = None, models: Any = None,
         raise WorkflowError(file, "top level", "not a ComfyUI workflow: expected an API-format "
                             "object of nodes with 'class_type', or a UI-format object with "
                             "'nodes' and 'links'")
+    where = lone_surrogate(doc)
+    if where is not None:
+        raise WorkflowError(file, where or "top level", SURROGATE_MESSAGE)
     report = Report(file=file)
     if isinstance(doc.get("nodes"), list):
         report.format = "ui"

@@ -29,7 +29,7 @@ def encode(ctx, clip_ref, text: str, clip_skip: int = 0, text_2: str | None = No
     per_encoder, pooled = [], None
     for tokenizer, encoder in encoders:
         prompt = text_2 if text_2 is not None and encoder is comps.text_encoder_2 else text
-        ids, weights = tokenize_weighted(tokenizer, prompt)
+        ids, weights = tokenize_weighted(tokenizer, prompt, warn=ctx.log.warning)
         parts = []
         for n, (chunk_ids, chunk_w) in enumerate(chunks(tokenizer, ids, weights)):
             ctx.check_cancelled()

@@ -92,6 +92,37 @@ def delta(mod: Any, down: Any, up: Any, alpha: Any, strength: float) -> Any:
     return d.reshape(w.shape).to(w.dtype, copy=False)
 
 
+def malformed(parts: dict[str, Any]) -> str | None:
+    """Why a layer's tensors cannot be a LoRA (NaN weights would give black images), or None."""
+    import torch
+
+    down, up, alpha = parts["down"], parts["up"], parts.get("alpha")
+    for name, t in (("down", down), ("up", up)):
+        if not isinstance(t, torch.Tensor) or t.ndim not in (2, 4) or not t.is_floating_point():
+            return (f"the {name} weight should be a 2-D or 4-D float tensor, not "
+                    f"{_shape(t)}")
+    if up.shape[1] != down.shape[0]:
+        return (f"the up weight {_shape(up)} does not match the down weight {_shape(down)} "
+                "(their rank differs)")
+    if alpha is not None and not (isinstance(alpha, torch.Tensor) and alpha.numel() == 1
+                                  and torch.isfinite(alpha.float()).all()):
+        return f"alpha should be one finite number, not {_shape(alpha)}"
+    for name, t in (("down", down), ("up", up)):
+        if not torch.isfinite(t).all():
+            return f"the {name} weight holds NaN or infinite values"
+    return None
+
+
+def _shape(t: Any) -> str:
+    import torch
+
+    if not isinstance(t, torch.Tensor):
+        return type(t).__name__
+    if t.numel() == 1:
+        return f"{t.item()!r}"
+    return f"a {t.ndim}-D {str(t.dtype).removeprefix('torch.')} tensor {tuple(t.shape)}"
+
+
 def read_lora(ctx, path: Path) -> dict[str, dict[str, Any]]:
     def load():
         from safetensors.torch import load_file
@@ -103,6 +134,11 @@ def read_lora(ctx, path: Path) -> dict[str, dict[str, Any]]:
         if not parts:
             raise InputError("lora_name", "a LoRA file (lora_down/lora_up or lora_A/lora_B "
                              "weights)", path.name)
+        for key, layer in parts.items():
+            why = malformed(layer)
+            if why:
+                raise InputError("lora_name", "a LoRA with well-formed, finite weights",
+                                 path.name, message=f"{path.name}: layer {key!r}: {why}")
         return parts
 
     return ctx.models.get(model_key("lora", path), load)

@@ -399,6 +399,7 @@ def _sdxl_added(comps, positive, negative, shape, batch, guided, device, dtype) 
 class EmptyLatent(Node):
     type = "empty_latent"
     title = "Empty Latent"
+    pixel_inputs = ("batch_size", "width", "height")
     category = "latent"
     description = "A blank latent for text-to-image: width and height in pixels (multiples of 8)."
     inputs = (Int("width", 512, min=8, max=16384, step=8),
