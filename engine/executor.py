@@ -270,24 +270,11 @@ class Executor:
         plan = self.plan(graph, targets, fetch=local)
         result = RunResult(run_id, RunStatus.OK, plan)
         self.events.emit(RunStarted(run_id, plan.to_dict(), list(plan.targets)))
-        self._emit_cached(graph, plan, result, local, plan.cached)
+        self._emit_cached(graph, result, local, plan.cached)
         try:
             self._execute(graph, plan, result, local, cancel)
-        except _Replan:  # a value was lost after planning: plan again once, from what is left
-            first = set(plan.cached)
-            plan = self.plan(graph, plan.targets, fetch=local)
-            plan.cached = [n for n in plan.cached if n not in result.computed]
-            result.plan = plan
-            self._emit_cached(graph, plan, result, local,
-                              [n for n in plan.cached if n not in first])
-            try:
-                self._execute(graph, plan, result, local, cancel)
-            except _Replan as miss:
-                nid = miss.args[1]
-                result.failures[nid] = NodeFailure(
-                    nid, graph.nodes[nid].type, f"the output of {miss.args[0]} was lost "
-                    "before use twice in a row (dropped after an in-place change, or its "
-                    "cache entry removed by another process)", hint="run again")
+        except _Replan:
+            plan = self._run_again(graph, plan, result, local, cancel)
         for nid in plan.targets:
             outs = local.get(nid)
             if outs is not None:
@@ -304,8 +291,26 @@ class Executor:
                                      sorted(result.failures), sorted(result.skipped)))
         return result
 
-    def _emit_cached(self, graph: Graph, plan: Plan, result: RunResult,
-                     local: dict[str, dict[str, Any]], nodes: list[str]) -> None:
+    def _run_again(self, graph: Graph, plan: Plan, result: RunResult,
+                   local: dict[str, dict[str, Any]], cancel: CancelToken) -> Plan:
+        """A value was lost after planning: plan once more from what is left, and run."""
+        first = set(plan.cached)
+        plan = self.plan(graph, plan.targets, fetch=local)
+        plan.cached = [n for n in plan.cached if n not in result.computed]
+        result.plan = plan
+        self._emit_cached(graph, result, local, [n for n in plan.cached if n not in first])
+        try:
+            self._execute(graph, plan, result, local, cancel)
+        except _Replan as miss:
+            nid = miss.args[1]
+            result.failures[nid] = NodeFailure(
+                nid, graph.nodes[nid].type, f"the output of {miss.args[0]} was lost before "
+                "use twice in a row (dropped after an in-place change, or its cache entry "
+                "removed by another process)", hint="run again")
+        return plan
+
+    def _emit_cached(self, graph: Graph, result: RunResult, local: dict[str, dict[str, Any]],
+                     nodes: list[str]) -> None:
         for nid in nodes:
             outs = local.get(nid)
             ui = outs.get("ui") if outs is not None else None
