@@ -21,7 +21,7 @@ from typing import Any
 from . import values as V
 from .cache import Cache
 from .context import CancelToken, NodeContext
-from .errors import Cancelled, InputError, NodeFailure, describe
+from .errors import Cancelled, InputError, NodeFailure, PartialOutput, describe
 from .events import EventBus, NodeFailed, NodeFinished, NodeStarted, RunFinished, RunStarted
 from .fsutil import FileHasher
 from .graph import Graph, Link, dependency_order
@@ -271,10 +271,10 @@ class Executor:
 
         def workflow() -> Any:
             if not workflow_doc:
-                from .workflow import to_dict
+                from .workflow import embedded_dict
 
                 try:
-                    workflow_doc.append(to_dict(graph))
+                    workflow_doc.append(embedded_dict(graph))
                 except Exception:
                     workflow_doc.append(None)
             return workflow_doc[0]
@@ -326,6 +326,8 @@ class Executor:
             except _Replan:
                 raise
             except Exception as exc:
+                if isinstance(exc, PartialOutput):
+                    result.files.extend(exc.files)
                 failure = _failure(nid, node.type, exc)
                 result.failures[nid] = failure
                 self.events.emit(NodeFailed(result.run_id, nid, node.type, failure))
