@@ -375,6 +375,32 @@ def test_image_conversions_keep_their_values(tmp_path):
     assert (to_uint8(image) == rgba[..., :3]).all()
 
 
+_PEAK_PROBE = """
+import resource, sys
+import numpy as np, torch
+from PIL import Image
+from nodes._tensors import pil_to_tensors, to_uint8
+def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+image = torch.rand(1, 3, 4096, 4096)
+p0 = peak(); to_uint8(image); p1 = peak()
+del image
+img = Image.fromarray(np.zeros((4096, 4096, 4), dtype=np.uint8), "RGBA")
+img.load()
+p2 = peak(); pil_to_tensors(img); p3 = peak()
+print(p1 - p0, p3 - p2)
+"""
+
+
+def test_image_conversions_make_no_extra_full_size_float_copies():
+    # a 4096-square RGB float image is 192 MiB, its 8-bit form 48 MiB
+    r = subprocess.run([sys.executable, "-c", _PEAK_PROBE], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    to_bytes, to_tensors = map(int, r.stdout.split())
+    assert to_bytes < 320  # one float copy and the bytes (two or three float copies before)
+    assert to_tensors < 420  # the outputs (192 + 64 MiB) and 8-bit copies, one float step
+
+
 # ---- 16: control characters in a save prefix ----------------------------------------------
 
 @pytest.mark.parametrize("prefix", ["a\nb", "x\x1b[2Jy", "tab\there", "del\x7f", "c1\x9b"])
