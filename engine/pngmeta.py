@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from .fsutil import open_user_file
+from .fsutil import IMAGE_LIMIT, open_user_file
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WORKFLOW_KEY = "loom.workflow"
@@ -23,6 +23,7 @@ TEXT_KEYS = (WORKFLOW_KEY, "workflow", "prompt", "parameters")
 TEXT_LIMIT = 64 << 20  # text read from one PNG, all chunks together, after inflating
 _TEXT_TYPES = (b"tEXt", b"zTXt", b"iTXt")
 _KEYWORD_MAX = 80  # a keyword is 1-79 bytes and its NUL
+_MAX_CHUNKS = 1 << 20  # far more than a 1 GiB PNG has; a file of empty chunks stops here
 
 
 class NotPNG(ValueError):
@@ -34,7 +35,7 @@ def read_text(path: str | Path, keys: Iterable[str] = TEXT_KEYS,
     """The tEXt, zTXt and iTXt chunks named in `keys` of a PNG file, as {keyword: text}.
     Chunks that are damaged, or would take the text past `limit` bytes, are skipped."""
     wanted = {k.encode("latin-1") for k in keys}
-    with open_user_file(path, "PNG file") as f:
+    with open_user_file(path, "PNG file", IMAGE_LIMIT) as f:
         if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
             raise NotPNG(f"{path} is not a PNG file")
         return _Reader(f, wanted, limit).read()
@@ -46,7 +47,7 @@ class _Reader:
 
     def read(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        while True:
+        for _ in range(_MAX_CHUNKS):
             head = self.f.read(8)
             if len(head) < 8:
                 break
