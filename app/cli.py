@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -170,6 +171,36 @@ def _workflow_text_from_png(path: str) -> str:
     raise WorkflowError(path, "", "this PNG holds no workflow")
 
 
+def _same_file(a: str, b: str) -> bool:
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _refuse_input_as_output(args) -> bool:
+    """True (after saying so) when -o names the input file, which writing would replace."""
+    if args.output and _same_file(args.workflow, args.output):
+        _err(f"{args.output}: this is the input file; write the output to another file")
+        return True
+    return False
+
+
+def _write_output(target: str, data: bytes) -> bool:
+    """Write an -o file atomically; False (after a clear message) when it cannot be."""
+    from engine.fsutil import atomic_write, remove_stale_temps
+
+    remove_stale_temps(Path(target).resolve().parent)
+    try:
+        atomic_write(target, data)
+    except OSError as exc:
+        _err(f"cannot write {target}: {exc.strerror or exc}")
+        return False
+    return True
+
+
 def apply_sets(graph, sets: list[str]) -> None:
     """Apply `NODE.INPUT=VALUE` edits; values are JSON where they parse, else text."""
     from engine import GraphError
@@ -250,6 +281,9 @@ def cmd_run(args) -> int:
     except GraphError as exc:
         _err(str(exc))
         return EXIT_INVALID
+    if graph.read_only and graph.revision:
+        _err(f"warning: this workflow was {graph.read_only}; the images embed it as changed "
+             "here, with a note saying so")
     executor = Executor(cache=_make_cache(args), output_dir=args.out,
                         models=_make_models(args))
     from app.progress import JsonEvents, TerminalProgress
@@ -324,6 +358,8 @@ def cmd_import(args) -> int:
     from engine import workflow as wf
     from engine.comfyui import load
 
+    if _refuse_input_as_output(args):
+        return EXIT_INVALID
     try:
         graph, report = load(args.workflow, models=_folders(args))
     except WorkflowError as exc:
@@ -334,10 +370,7 @@ def cmd_import(args) -> int:
     else:
         _say(report.text())
     if args.output:
-        try:
-            wf.save(graph, args.output)
-        except OSError as exc:
-            _err(f"cannot write {args.output}: {exc.strerror or exc}")
+        if not _write_output(args.output, wf.dumps(graph).encode("utf-8")):
             return EXIT_FAILED
         _say(f"wrote {args.output}", file=sys.stderr)
     return EXIT_OK
@@ -345,9 +378,10 @@ def cmd_import(args) -> int:
 
 def cmd_export(args) -> int:
     from engine.comfyui import ExportError, to_api
-    from engine.fsutil import atomic_write
     from engine.text import json_printable
 
+    if _refuse_input_as_output(args):
+        return EXIT_INVALID
     graph = _load(args.workflow, quiet=True)
     try:
         prompt = to_api(graph)
@@ -356,7 +390,8 @@ def cmd_export(args) -> int:
         return EXIT_INVALID
     text = json.dumps(prompt, indent=2, ensure_ascii=False) + "\n"
     if args.output:
-        atomic_write(args.output, text.encode("utf-8"))
+        if not _write_output(args.output, text.encode("utf-8")):
+            return EXIT_FAILED
     else:
         print(json_printable(text), end="")
     return EXIT_OK

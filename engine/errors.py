@@ -40,6 +40,14 @@ class InputError(LoomError):
         super().__init__(text)
 
 
+class PartialOutput(LoomError):
+    """A node failed after writing some of its files: `files` lists the ones it wrote."""
+
+    def __init__(self, message: str, files: list[str]):
+        self.files = list(files)
+        super().__init__(message)
+
+
 @dataclass
 class NodeFailure:
     """What went wrong in one node, structured for the CLI, the editor and JSON events."""

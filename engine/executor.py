@@ -22,7 +22,7 @@ from typing import Any
 from . import values as V
 from .cache import Cache
 from .context import CancelToken, NodeContext
-from .errors import Cancelled, InputError, NodeFailure, describe, is_out_of_memory
+from .errors import Cancelled, InputError, NodeFailure, PartialOutput, describe, is_out_of_memory
 from .events import (
     EventBus,
     NodeFailed,
@@ -326,10 +326,10 @@ class Executor:
 
         def workflow() -> Any:
             if not workflow_doc:
-                from .workflow import to_dict
+                from .workflow import embedded_dict
 
                 try:
-                    workflow_doc.append(to_dict(graph))
+                    workflow_doc.append(embedded_dict(graph))
                 except Exception:
                     workflow_doc.append(None)
             return workflow_doc[0]
@@ -378,6 +378,8 @@ class Executor:
             except _Replan as miss:
                 raise _Replan(miss.args[0], nid) from None
             except Exception as exc:
+                if isinstance(exc, PartialOutput):
+                    result.files.extend(exc.files)
                 failure = _failure(nid, node.type, exc)
                 src = self._bad_cached_input(plan, nid, exc)
                 if src is not None:

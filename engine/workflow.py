@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GraphError, WorkflowError
-from .fsutil import atomic_write
+from .fsutil import WORKFLOW_LIMIT, atomic_write, read_user_file
 from .graph import MODES, Graph, GraphNode, Group, Link
 from .registry import Registry
 from .text import SURROGATE_MESSAGE, lone_surrogate
@@ -36,7 +36,7 @@ _TOP_FIELDS = ("format", "version", "nodes", "links", "groups", "meta")
 def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Graph:
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_user_file(path, "workflow file", WORKFLOW_LIMIT)
     except OSError as exc:
         why = exc.strerror or exc
         raise WorkflowError(str(path), "", f"cannot read the file ({why})") from None
@@ -203,6 +203,27 @@ def to_dict(graph: Graph) -> dict[str, Any]:
                              "changed here; saving it would lose what this version does not "
                              "understand")
         return copy.deepcopy(raw)
+    return _document(graph)
+
+
+NOTE_KEY = "loom.note"
+
+
+def embedded_dict(graph: Graph) -> dict[str, Any]:
+    """The workflow to embed in an output file. A changed graph from a newer Loom, which
+    `to_dict` refuses, is embedded as this version holds it, with a note in its meta saying
+    so: an image should still tell how it was made."""
+    if getattr(graph, "raw", None) is None or graph.revision == 0:
+        return to_dict(graph)
+    doc = _document(graph)
+    doc["meta"] = {**doc["meta"], NOTE_KEY: (
+        f"this workflow was {graph.read_only}, and changed by Loom file version {VERSION} "
+        "before this run; fields that version did not know were kept as read, but the "
+        "change may not mean the same to a newer Loom")}
+    return doc
+
+
+def _document(graph: Graph) -> dict[str, Any]:
     nodes = []
     for n in graph.nodes.values():
         d: dict[str, Any] = {"id": n.id, "type": n.type, "version": n.version}

@@ -17,21 +17,22 @@ def pil_to_tensors(img: Any) -> tuple[Any, Any]:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float32) / (65535.0 if img.mode.startswith("I;16") else
                                                    max(1.0, float(np.asarray(img).max())))
-        rgb = np.repeat(arr[..., None], 3, axis=2)
+        image = torch.from_numpy(arr)[None, None].expand(1, 3, *arr.shape).contiguous()
     else:
         if img.mode == "P" and "transparency" in img.info:
             img = img.convert("RGBA")
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "RGBa"):
-            rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
-            rgb, alpha = rgba[..., :3], rgba[..., 3]
-        else:
-            rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+        has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "RGBa")
+        # channels first while still 8-bit, then one float copy scaled in place
+        u8 = np.asarray(img.convert("RGBA" if has_alpha else "RGB")).transpose(2, 0, 1)
+        u8 = torch.from_numpy(np.ascontiguousarray(u8))
+        image = u8[:3][None].float().div_(255.0)
+        if has_alpha:
+            alpha = u8[3][None, None].float().div_(255.0)
     h, w = image.shape[-2:]
     if alpha is None:
         mask = torch.zeros(1, 1, h, w)
     else:
-        mask = torch.from_numpy(1.0 - alpha)[None, None].contiguous()
+        mask = alpha.neg_().add_(1.0)
     return image, mask
 
 
@@ -40,7 +41,8 @@ def to_uint8(image: Any, index: int = 0) -> Any:
     Pillow take), channels as they are."""
     import numpy as np
 
-    arr = image[index].detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
+    # one float copy (clamp), scaled and rounded in place, then bytes
+    arr = image[index].detach().float().clamp(0, 1).mul_(255).round_().byte().permute(1, 2, 0)
     return np.ascontiguousarray(arr.cpu().numpy())
 
 

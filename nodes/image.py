@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InputError
+from engine.errors import InputError, PartialOutput
+from engine.fsutil import remove_stale_temps, write_new
 from engine.pngmeta import WORKFLOW_KEY, itxt_chunk
 from engine.spec import Choice, Float, In, Int, Node, Output, String
 from engine.types import T
@@ -40,28 +41,51 @@ class LoadImage(Node):
     outputs = (Output("image", T.image), Output("mask", T.mask))
 
     def run(self, ctx, path):
-        from PIL import Image, ImageOps, UnidentifiedImageError
-
         if not path:
             raise InputError("path", "an image file (PNG, JPEG or WebP)", path,
                              hint="choose a file")
         resolved = ctx.resolve_path(path)
-        if resolved is None or not resolved.is_file():
-            raise InputError("path", "an existing image file (PNG, JPEG or WebP)", path,
-                             hint=f"no file at {resolved}")
-        try:
-            with Image.open(resolved) as img:
-                img.seek(0)
-                img = ImageOps.exif_transpose(img)
-                img.load()
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise InputError("path", "a PNG, JPEG or WebP image", str(resolved),
-                             hint=f"the file could not be decoded: {exc}") from None
-        image, mask = pil_to_tensors(img)
+        if resolved is None:
+            raise InputError("path", "an existing image file (PNG, JPEG or WebP)", path)
+        image, mask = pil_to_tensors(read_image(resolved, "path"))
         return {"image": image, "mask": mask}
 
 
-_PREFIX_OK = re.compile(r"^[^\0]+$")
+def read_image(path: Path, input_name: str) -> Any:
+    """The first frame of an image file, decoded, EXIF rotation applied; an InputError
+    naming `input_name` for a file that is not a readable image within the pixel limit."""
+    from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+    from engine.fsutil import IMAGE_LIMIT, open_user_file
+    from engine.limits import pixels_problem
+    from engine.pngmeta import TEXT_LIMIT
+
+    # Pillow's own bounds, set to Loom's: the text of PNG chunks; and pixels, which Loom's
+    # limit (raised by LOOM_MAX_PIXELS, checked below from the header) replaces
+    PngImagePlugin.MAX_TEXT_CHUNK = PngImagePlugin.MAX_TEXT_MEMORY = TEXT_LIMIT
+    Image.MAX_IMAGE_PIXELS = None
+    expected = "a PNG, JPEG or WebP image"
+    try:
+        f = open_user_file(path, "image file", IMAGE_LIMIT)
+    except OSError as exc:
+        raise InputError(input_name, "an existing image file (PNG, JPEG or WebP)", str(path),
+                         hint=f"{exc.strerror or exc}") from None
+    try:
+        with f, Image.open(f) as img:
+            problem = pixels_problem(1, *img.size)  # read from the header, not decoded
+            if problem:
+                raise InputError(input_name, "an image within the pixel limit", str(path),
+                                 hint=problem)
+            img.seek(0)
+            img = ImageOps.exif_transpose(img)
+            img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(input_name, expected, str(path),
+                         hint=f"the file could not be decoded: {exc}") from None
+    return img
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class SaveImage(Node):
@@ -79,25 +103,33 @@ class SaveImage(Node):
     def run(self, ctx, images, filename_prefix="loom"):
         check_image(images, "images")
         prefix = Path(filename_prefix)
+        if _CONTROL.search(filename_prefix):
+            raise InputError("filename_prefix", "a file name without control characters "
+                             "(newlines, tabs, terminal escapes)", filename_prefix)
         if (not filename_prefix or prefix.is_absolute() or ".." in prefix.parts
-                or not _PREFIX_OK.match(filename_prefix) or not prefix.name):
+                or not prefix.name):
             raise InputError("filename_prefix", "a relative name inside the output folder",
                              filename_prefix)
         folder = Path(ctx.output_dir) / prefix.parent
         folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(folder)
         workflow = ctx.workflow() if ctx.workflow else None
         text = json.dumps(workflow, ensure_ascii=False) if workflow is not None else None
         pattern = re.compile(re.escape(prefix.name) + r"_(\d{5,})\.png$")
         counter = 1 + max((int(m.group(1)) for f in folder.iterdir()
                            if (m := pattern.match(f.name))), default=0)
-        from engine.fsutil import write_new
-
-        files = []
+        files: list[str] = []
         for i in range(images.shape[0]):
             ctx.check_cancelled()
             data = _png_bytes(tensor_to_pil(images, i), text)
-            while not write_new(folder / f"{prefix.name}_{counter:05d}.png", data):
-                counter += 1
+            try:
+                while not write_new(folder / f"{prefix.name}_{counter:05d}.png", data):
+                    counter += 1
+            except OSError as exc:
+                wrote = (f"wrote {len(files)} of {images.shape[0]} image(s) before that: "
+                         + ", ".join(files)) if files else "no image was written"
+                raise PartialOutput(f"cannot write {folder / prefix.name}_{counter:05d}.png: "
+                                    f"{exc.strerror or exc}; {wrote}", files) from None
             files.append(str((folder / f"{prefix.name}_{counter:05d}.png").resolve()))
             counter += 1
         return {"ui": {"files": files}}

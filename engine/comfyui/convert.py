@@ -161,12 +161,16 @@ def is_comfyui(doc: Any) -> bool:
 
 def read(path: str | Path) -> Any:
     """The ComfyUI document in a .json file or a PNG's text chunks (workflow, else prompt)."""
+    from ..fsutil import WORKFLOW_LIMIT, open_user_file, read_user_file
     from ..pngmeta import NotPNG, read_text
     from ..workflow import parse_json
 
     path = Path(path)
     try:
-        head = path.open("rb").read(8)
+        with open_user_file(path, "workflow file") as f:
+            head = f.read(8)
+        if not head.startswith(b"\x89PNG"):
+            data = read_user_file(path, "workflow file", WORKFLOW_LIMIT)
     except OSError as exc:
         raise WorkflowError(str(path), "", f"cannot read the file ({exc.strerror or exc})") \
             from None
@@ -183,7 +187,7 @@ def read(path: str | Path) -> Any:
         raise WorkflowError(str(path), "", "this PNG carries no ComfyUI workflow (no "
                             "'workflow' or 'prompt' text chunk)")
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise WorkflowError(str(path), f"byte {exc.start}", "not UTF-8 text") from None
     return parse_json(text, str(path))

@@ -56,8 +56,21 @@ def quiet() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+def check_model_file(path: Path, input_name: str | None = None) -> None:
+    """Refuse a model path that is not a regular file: a FIFO or a device would hang or
+    flood the read."""
+    from engine.fsutil import check_user_file
+
+    try:
+        check_user_file(path, "model file")
+    except OSError as exc:
+        raise InputError(input_name, "a model file", str(path),
+                         hint=exc.strerror or str(exc)) from None
+
+
 def read_state_dict(path: Path) -> dict[str, Any]:
     """Tensors of a .safetensors file, or of a pickled .ckpt/.pt/.bin loaded safely."""
+    check_model_file(path)
     suffix = path.suffix.lower()
     if suffix in (".safetensors", ".sft"):
         from safetensors.torch import load_file
@@ -104,6 +117,7 @@ def header_shapes(path: Path) -> dict[str, Any]:
 
     if path.suffix.lower() not in (".safetensors", ".sft"):
         return read_state_dict(path)
+    check_model_file(path, "ckpt_name")
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         if n > 100 << 20:

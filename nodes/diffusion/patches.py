@@ -127,8 +127,9 @@ def read_lora(ctx, path: Path) -> dict[str, dict[str, Any]]:
     def load():
         from safetensors.torch import load_file
 
-        from .loading import read_state_dict
+        from .loading import check_model_file, read_state_dict
 
+        check_model_file(path, "lora_name")
         sd = load_file(str(path)) if path.suffix == ".safetensors" else read_state_dict(path)
         parts = split_lora(sd)
         if not parts:
