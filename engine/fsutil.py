@@ -24,7 +24,7 @@ IMAGE_LIMIT = 1 << 30  # an image or mask file
 STALE_TEMP_S = 600.0  # a temp file this old belongs to a process that died mid-write
 
 # `.NAME.XXXXXXXX.tmp`: the temp files written here (and by tempfile.mkstemp before).
-_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISSOCK, "a socket"))
@@ -80,6 +80,14 @@ def read_user_file(path: str | os.PathLike[str], what: str, limit: int) -> bytes
     return data
 
 
+TEMP_MAX_AGE = STALE_TEMP_S
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether `name` is one of `_temp_copy`'s temporary files (`.TARGET.XXXXXXXX.tmp`)."""
+    return _TEMP_NAME.match(name) is not None
+
+
 def remove_stale_temps(folder: str | os.PathLike[str], older_than_s: float = STALE_TEMP_S) -> int:
     """Delete Loom's temp files (`.NAME.XXXXXXXX.tmp`) in `folder` last written more than
     `older_than_s` seconds ago, left by processes killed mid-write. Returns how many."""
@@ -90,7 +98,7 @@ def remove_stale_temps(folder: str | os.PathLike[str], older_than_s: float = STA
     except OSError:
         return 0
     for entry in entries:
-        if not _TEMP_NAME.match(entry.name):
+        if not is_temp_name(entry.name):
             continue
         try:
             st = entry.stat(follow_symlinks=False)
@@ -208,10 +216,3 @@ class FileHasher:
         self._memo[key] = (st.st_size, st.st_mtime_ns, digest)
         return digest
 
-
-TEMP_MAX_AGE = 600.0  # seconds; a younger temp file may belong to a writer still at work
-
-
-def is_temp_name(name: str) -> bool:
-    """Whether `name` is one of `_temp_copy`'s temporary files (`.TARGET.XXXX.tmp`)."""
-    return name.startswith(".") and name.endswith(".tmp")
