@@ -19,9 +19,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from engine.resources import RESOURCES  # noqa: E402
 from nodes.diffusion.fixtures import bytes_to_unicode  # noqa: E402
 
-OUT = ROOT / "resources" / "configs"
+OUT = RESOURCES / "configs"
 VERSION = "0.30.0"
 
 

@@ -17,10 +17,11 @@ from PIL import Image  # noqa: E402
 
 from engine import Graph, default_registry  # noqa: E402
 from engine import workflow as wf  # noqa: E402
+from engine.resources import RESOURCES  # noqa: E402
 from training import shapes  # noqa: E402
 
-OUT = ROOT / "resources" / "workflows"
-IMAGES = ROOT / "resources" / "images"
+OUT = RESOURCES / "workflows"
+IMAGES = RESOURCES / "images"
 CKPT = "loom-shapes"
 
 

@@ -10,9 +10,10 @@ import json
 import shutil
 from pathlib import Path
 
+from engine.resources import RESOURCES
 from training.common import RUNS, SCHEDULER, SHIPPED_UNET
 
-MODELS = Path(__file__).resolve().parents[1] / "resources" / "models"
+MODELS = RESOURCES / "models"
 
 
 def half(state: dict) -> dict:

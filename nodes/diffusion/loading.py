@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
+from engine.resources import RESOURCES
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 CONFIGS = RESOURCES / "configs"
 
 # diffusers' model type names -> Loom's family names
