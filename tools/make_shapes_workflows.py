@@ -22,7 +22,7 @@ from training import shapes  # noqa: E402
 
 OUT = RESOURCES / "workflows"
 IMAGES = RESOURCES / "images"
-CKPT = "loom-shapes"
+CKPT = "loom-shapes.safetensors"
 
 
 def base(g: Graph, prompt: str, x0: float = 0.0):

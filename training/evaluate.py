@@ -17,7 +17,7 @@ import numpy as np
 from engine.resources import RESOURCES
 from training import shapes
 
-CKPT = "loom-shapes"  # the diffusers folder; "loom-shapes.safetensors" is the single file
+CKPT = "loom-shapes.safetensors"  # the one layout shipped; export.write_diffusers_folder
 STEPS = 20
 CFG = 5.0
 SAMPLER = "euler"
