@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESOURCES = ROOT / "resources"
+from engine.resources import RESOURCES  # noqa: F401  (app code finds it here too)
 
 
 def cache_dir() -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,7 +41,12 @@ def main(repeat: int = 10) -> None:
 
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
-    folder = ROOT / "resources" / "models" / "diffusers" / "loom-shapes"
+    from engine.resources import RESOURCES
+    from training.export import write_diffusers_folder
+
+    folder = write_diffusers_folder(RESOURCES / "models" / "checkpoints" /
+                                    "loom-shapes.safetensors",
+                                    Path(tempfile.mkdtemp()) / "loom-shapes")
     pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32,
                                                    safety_checker=None,
                                                    requires_safety_checker=False)

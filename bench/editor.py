@@ -132,7 +132,9 @@ def main() -> None:
 
         env = {**os.environ, "LOOM_EDITOR_PROBE": "1", "LOOM_DATA_DIR": str(d / "cold"),
                "XDG_CONFIG_HOME": str(d / "cfg")}
-        example = str(ROOT / "resources" / "workflows" / "example.json")
+        from engine.resources import RESOURCES
+
+        example = str(RESOURCES / "workflows" / "example.json")
         loom = [cold_start([sys.executable, "-m", "app.cli", "edit", example], env)
                 for _ in range(3)]
         bare = [cold_start([sys.executable, "-c", BARE], env) for _ in range(3)]

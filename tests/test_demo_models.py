@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.resources import RESOURCES
 from training import evaluate, shapes
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ROOT / "resources" / "models"
+MODELS = RESOURCES / "models"
 pytestmark = pytest.mark.slow
 
 
@@ -48,9 +49,15 @@ def test_text_to_image_colour_and_position_on_held_back_prompts(ex):
     assert position >= 0.60, f"position accuracy {position:.1%}"
 
 
-def test_single_file_checkpoint_gives_the_folder_s_image(ex):
+def test_single_file_checkpoint_gives_the_folder_s_image(ex, tmp_path):
+    """Only the single file is shipped; its diffusers folder layout is derived here."""
+    from training.export import write_diffusers_folder
+
+    write_diffusers_folder(MODELS / "checkpoints" / "loom-shapes.safetensors",
+                           tmp_path / "diffusers" / "loom-shapes")
     prompt = shapes.caption(*shapes.held_out()[0])
-    a = evaluate.run_images(ex, evaluate.txt2img_graph(prompt, 5))
+    a = evaluate.run_images(evaluate.executor(tmp_path),
+                            evaluate.txt2img_graph(prompt, 5, ckpt="loom-shapes"))
     b = evaluate.run_images(ex, evaluate.txt2img_graph(prompt, 5,
                                                        ckpt="loom-shapes.safetensors"))
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.resources import RESOURCES
+
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "resources" / "configs"
+CONFIGS = RESOURCES / "configs"
 
 # family: (UNet, VAE, text encoder, text encoder 2) parameters of the released models
 EXPECTED = {
@@ -49,13 +51,13 @@ def test_shipped_config_matches_the_released_architecture(family):
 
 
 def test_shipped_tokenizer_is_clips():
-    from transformers import CLIPTokenizer
+    from nodes.diffusion.loading import tokenizer_from
 
-    tok = CLIPTokenizer.from_pretrained(CONFIGS / "sd15" / "tokenizer")
+    tok = tokenizer_from(CONFIGS / "sd15" / "tokenizer")
     assert len(tok) == 49408
     assert tok("a photograph of an astronaut riding a horse").input_ids == [
         49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407]
-    assert CLIPTokenizer.from_pretrained(CONFIGS / "sdxl" / "tokenizer_2").pad_token_id == 0
+    assert tokenizer_from(CONFIGS / "sdxl" / "tokenizer_2").pad_token_id == 0
 
 
 def test_loom_models_lists_models_with_their_family(tiny_models):
@@ -104,3 +106,32 @@ def test_shipped_controlnet_configs_build_and_name_their_family(family, context,
         cn = ControlNetModel.from_config(json.loads((folder / "config.json").read_text()))
     assert cn.config.cross_attention_dim == context
     assert family_of_controlnet(folder) == family
+
+
+def test_shipped_configs_hold_clip_s_vocabulary_once():
+    from nodes.diffusion.loading import CLIP_VOCAB, tokenizers_for
+
+    assert sorted(p.parent for p in CONFIGS.rglob("vocab.json")) == [CLIP_VOCAB]
+    assert sum(p.stat().st_size for p in CONFIGS.rglob("*") if p.is_file()) < 4_000_000
+    pads = {fam: {name: tok.pad_token_id for name, tok in tokenizers_for(CONFIGS / fam).items()}
+            for fam in ("sd15", "sd2", "sdxl", "sdxl_refiner")}
+    assert pads == {"sd15": {"tokenizer": 49407}, "sd2": {"tokenizer": 0},
+                    "sdxl": {"tokenizer": 49407, "tokenizer_2": 0},
+                    "sdxl_refiner": {"tokenizer_2": 0}}
+
+
+def test_single_file_loads_with_the_shared_vocabulary(tiny_models, tmp_path):
+    """A config folder without a vocabulary of its own (as the shipped ones are) gets the
+    shared CLIP tokenizer passed to diffusers' single-file loader."""
+    import shutil
+
+    from nodes.diffusion.loading import load_components
+
+    ckpt = tiny_models / "checkpoints" / "tiny-sd15.safetensors"
+    shutil.copy2(ckpt, tmp_path / ckpt.name)
+    config = shutil.copytree(ckpt.with_suffix(".config"), tmp_path / "tiny-sd15.config")
+    for name in ("vocab.json", "merges.txt", "tokenizer.json"):
+        (config / "tokenizer" / name).unlink(missing_ok=True)
+    comps = load_components(tmp_path / ckpt.name)
+    assert len(comps.tokenizer) == 49408
+    assert comps.tokenizer("a photograph of an astronaut").input_ids[:3] == [49406, 320, 8853]

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Write the config folders that single-file checkpoints load with, offline:
 resources/configs/<family>/ in the diffusers layout (model_index.json, component configs,
-tokenizers). The output is committed; run this only to change it.
+tokenizers). CLIP's vocabulary and merges are stored once, in tokenizers/clip/; each family's
+tokenizer folders hold only their settings (nodes/diffusion/loading.py joins the two). The
+output is committed; run this only to change it.
 
     python3 tools/make_configs.py PATH/TO/bpe_simple_vocab_16e6.txt.gz
 
@@ -19,9 +21,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from engine.resources import RESOURCES  # noqa: E402
 from testing.diffusion import bytes_to_unicode  # noqa: E402
 
-OUT = ROOT / "resources" / "configs"
+OUT = RESOURCES / "configs"
 VERSION = "0.30.0"
 
 
@@ -39,10 +42,15 @@ def write(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def tokenizer(folder: Path, vocab, merges, pad: str) -> None:
+def shared_tokenizer(vocab, merges) -> None:
+    folder = OUT / "tokenizers" / "clip"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+
+
+def tokenizer(folder: Path, vocab, merges, pad: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
                "unk_token": "<|endoftext|>", "pad_token": pad}
     write(folder / "special_tokens_map.json", special)
@@ -160,6 +168,7 @@ def main(bpe: str) -> None:
     assert len(vocab) == 49408, len(vocab)
     if OUT.exists():
         shutil.rmtree(OUT)
+    shared_tokenizer(vocab, merges)
     vae1 = {**VAE, "sample_size": 512, "scaling_factor": 0.18215}
     pndm = {**SCHED, "_class_name": "PNDMScheduler", "prediction_type": "epsilon"}
     ddim_v = {**SCHED, "_class_name": "DDIMScheduler", "prediction_type": "v_prediction"}

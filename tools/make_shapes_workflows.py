@@ -17,11 +17,12 @@ from PIL import Image  # noqa: E402
 
 from engine import Graph, default_registry  # noqa: E402
 from engine import workflow as wf  # noqa: E402
+from engine.resources import RESOURCES  # noqa: E402
 from training import shapes  # noqa: E402
 
-OUT = ROOT / "resources" / "workflows"
-IMAGES = ROOT / "resources" / "images"
-CKPT = "loom-shapes"
+OUT = RESOURCES / "workflows"
+IMAGES = RESOURCES / "images"
+CKPT = "loom-shapes.safetensors"
 
 
 def base(g: Graph, prompt: str, x0: float = 0.0):

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from engine.resources import RESOURCES
 from training import shapes
 
-CKPT = "loom-shapes"  # the diffusers folder; "loom-shapes.safetensors" is the single file
+CKPT = "loom-shapes.safetensors"  # the one layout shipped; export.write_diffusers_folder
 STEPS = 20
 CFG = 5.0
 SAMPLER = "euler"
@@ -31,7 +32,7 @@ def executor(models: Path | None = None):
     from engine.modelpaths import ModelFolders
     from engine.runtime.models import ModelManager
 
-    bundled = models or Path(__file__).resolve().parents[1] / "resources" / "models"
+    bundled = models or RESOURCES / "models"
     folders = ModelFolders([], use_env=False, use_config=False, bundled=bundled)
     return Executor(models=ModelManager(paths=folders))
 

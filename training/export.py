@@ -1,7 +1,8 @@
 """Write the trained demo models into resources/models/ in the formats users' models come
-in: loom-shapes as a diffusers folder and as a single-file checkpoint (original layout, with
-a NAME.config/ folder), loom-shapes-edges as a single-file ControlNet, loom-shapes-x2 as a
-safetensors upscaler. Weights are stored in float16 (Loom loads them in the device's dtype).
+in: loom-shapes as a single-file checkpoint (original layout, with a NAME.config/ folder;
+`write_diffusers_folder` derives the diffusers folder layout from it), loom-shapes-edges
+as a single-file ControlNet, loom-shapes-x2 as a safetensors upscaler. Weights are stored
+in float16 (Loom loads them in the device's dtype).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import json
 import shutil
 from pathlib import Path
 
+from engine.resources import RESOURCES
 from training.common import RUNS, SCHEDULER, SHIPPED_UNET
 
-MODELS = Path(__file__).resolve().parents[1] / "resources" / "models"
+MODELS = RESOURCES / "models"
 
 
 def half(state: dict) -> dict:
@@ -39,6 +41,19 @@ def export_controlnet(target: Path) -> None:
     shutil.rmtree(tmp)
 
 
+def write_diffusers_folder(checkpoint: Path, folder: Path) -> Path:
+    """The diffusers folder layout of a shipped single-file checkpoint (its NAME.config/
+    beside it), for the tests and benchmarks that compare the two; float16 as shipped."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_single_file(
+        str(checkpoint), config=str(checkpoint.with_suffix(".config")), local_files_only=True,
+        safety_checker=None, requires_safety_checker=False)
+    pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def main(target: Path = MODELS) -> None:
     import torch
     from diffusers import (
@@ -59,14 +74,11 @@ def main(target: Path = MODELS) -> None:
                                    scheduler=EulerDiscreteScheduler(**SCHEDULER),
                                    safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
-    folder = target / "diffusers" / "loom-shapes"
-    if folder.exists():
-        shutil.rmtree(folder)
-    pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
-    pipe.to(torch.float32)
-
+    folder = target / ".tmp-loom-shapes"  # the configs the single file's .config/ copies
+    pipe.save_pretrained(folder, safe_serialization=True)
     write_single_file(folder, target / "checkpoints", "loom-shapes", unet, vae, text,
                       torch.float16)
+    shutil.rmtree(folder)
 
     if not (RUNS / "controlnet" / "model").is_dir():
         print("no trained ControlNet yet: skipped")

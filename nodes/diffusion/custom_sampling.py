@@ -21,9 +21,10 @@ from engine.values import Latent
 
 from .models import components
 from .sampling import SAMPLERS, SCHEDULES, Predictor, make_noise, preview_image, sample
+from .sigma_steps import STEPS, Walk
 
-# The samplers that step over any sigmas (ddim is Euler's update in this space).
-SIGMA_SAMPLERS = ("euler", "euler_ancestral", "heun", "dpmpp_2m", "lcm", "ddim")
+# The samplers that step over any sigmas.
+SIGMA_SAMPLERS = tuple(STEPS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,44 +156,17 @@ def run_sigmas(ctx, guider: Guider, sampler: str, sigmas: Any, latent: Latent,
     def step_noise():
         return make_noise(samples.shape, gens, device, torch.float32)
 
-    old = None
+    step = STEPS[sampler]
     den = samples
-    s_list = [float(v) for v in sigmas]
+    walk = Walk([float(v) for v in sigmas], denoised, step_noise)
     for i in range(total):
-        s, s_next = s_list[i], s_list[i + 1]
+        s, s_next = walk.sigmas[i], walk.sigmas[i + 1]
         den = denoised(x, s, i)
         if s <= 0:
             x = den
-        elif sampler in ("euler", "ddim"):
-            x = x + (x - den) / s * (s_next - s)
-        elif sampler == "euler_ancestral":
-            up = min(s_next, math.sqrt(max(s_next ** 2 * (s ** 2 - s_next ** 2) / s ** 2, 0)))
-            down = math.sqrt(max(s_next ** 2 - up ** 2, 0))
-            x = x + (x - den) / s * (down - s)
-            if s_next > 0:
-                x = x + step_noise() * up
-        elif sampler == "heun":
-            d = (x - den) / s
-            if s_next == 0:
-                x = x + d * (s_next - s)
-            else:
-                x2 = x + d * (s_next - s)
-                d2 = (x2 - denoised(x2, s_next, i)) / s_next
-                x = x + (d + d2) / 2 * (s_next - s)
-        elif sampler == "dpmpp_2m":
-            if s_next == 0:
-                x = den
-            else:
-                t, t_next = -math.log(s), -math.log(s_next)
-                h = t_next - t
-                use = den
-                if old is not None and i > 0 and s_list[i - 1] > 0:
-                    r = (t - -math.log(s_list[i - 1])) / h
-                    use = (1 + 1 / (2 * r)) * den - (1 / (2 * r)) * old
-                x = (s_next / s) * x - math.expm1(-h) * use
-            old = den
-        elif sampler == "lcm":
-            x = den + (step_noise() * s_next if s_next > 0 else 0)
+        else:
+            x = step(walk, x, den, i)
+            walk.old = den
         if mask is not None:  # keep the unmasked part on the source, noised to this level
             x = mask * x + (1 - mask) * (samples + first * s_next)
         ctx.progress(i + 1, total, preview=lambda lat=x: preview_image(lat, model.family))

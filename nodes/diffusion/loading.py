@@ -1,6 +1,7 @@
 """Reading users' model files: diffusers folders and single-file checkpoints (original
 layout), offline. Single files get their architecture from the config folders shipped in
-`resources/configs/<family>/`, or from a `NAME.config/` folder beside the file."""
+`resources/configs/<family>/`, or from a `NAME.config/` folder beside the file. The shipped
+folders share one CLIP vocabulary (`configs/tokenizers/clip/`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
+from engine.resources import RESOURCES
 
 from .arch import Arch, Prediction
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 CONFIGS = RESOURCES / "configs"
+CLIP_VOCAB = CONFIGS / "tokenizers" / "clip"
 
 # diffusers' model type names -> Loom's families
 FAMILY_OF = {"v1": Arch.sd15, "v2": Arch.sd2, "xl_base": Arch.sdxl,
@@ -165,10 +167,36 @@ def config_folder_for(path: Path, family: str) -> Path:
         family = arch.config_folder(Prediction.epsilon if eps else None)
     shipped = CONFIGS / family
     if not (shipped / "model_index.json").is_file():
+        known = sorted(p.parent.name for p in CONFIGS.glob("*/model_index.json"))
         raise InputError("ckpt_name", f"a checkpoint of a family Loom has configs for "
-                         f"({', '.join(sorted(p.name for p in CONFIGS.glob('*')))})",
+                         f"({', '.join(known)})",
                          f"{path.name} ({family})")
     return shipped
+
+
+def has_vocabulary(folder: Path) -> bool:
+    return (folder / "vocab.json").is_file() or (folder / "tokenizer.json").is_file()
+
+
+def tokenizer_from(folder: Path) -> Any:
+    """A CLIP tokenizer from a folder of its settings; the vocabulary and merges are the
+    folder's own if it has them, else the shared CLIP ones."""
+    from transformers import CLIPTokenizer
+
+    if has_vocabulary(folder):
+        return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+    return CLIPTokenizer.from_pretrained(folder, local_files_only=True,
+                                         vocab_file=str(CLIP_VOCAB / "vocab.json"),
+                                         merges_file=str(CLIP_VOCAB / "merges.txt"))
+
+
+def tokenizers_for(config: Path) -> dict[str, Any]:
+    """The tokenizers a config folder names whose vocabulary is shared, built here (diffusers
+    would look for the vocabulary in the folder itself)."""
+    index = json.loads((config / "model_index.json").read_text())
+    return {name: tokenizer_from(config / name) for name in ("tokenizer", "tokenizer_2")
+            if (index.get(name) or [None])[0] is not None
+            and not has_vocabulary(config / name)}
 
 
 def require_weights(module: Any, input_name: str, what: str, filename: str) -> None:
@@ -221,7 +249,7 @@ def load_components(path: Path, torch_dtype: Any = None) -> Components:
         kwargs = {} if family.is_sdxl_like else {"safety_checker": None,
                                                  "requires_safety_checker": False}
         pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True,
-                                    **_dtype(torch_dtype), **kwargs)
+                                    **_dtype(torch_dtype), **kwargs, **tokenizers_for(config))
         del state
     for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
         m = getattr(pipe, name, None)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
+from engine.resources import RESOURCES
 
 from ..diffusion.arch import Arch
 
@@ -27,8 +28,7 @@ WHAT = {
     "hair_attention": "the hair attention layers (stage 2, to_k_SSR / to_v_SSR)",
     "identity_net": "the Latent IdentityNet (stage 2 Latent ControlNet)",
 }
-SD15_UNET_CONFIG = Path(__file__).resolve().parents[2] / "resources" / "configs" / \
-    Arch.sd15 / "unet" / "config.json"
+SD15_UNET_CONFIG = RESOURCES / "configs" / Arch.sd15 / "unet" / "config.json"
 
 
 @cache
