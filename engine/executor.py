@@ -7,13 +7,10 @@ output is reused; nothing else decides.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
-import sys
 import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +19,7 @@ from typing import Any
 from . import values as V
 from .cache import Cache
 from .context import CancelToken, NodeContext
-from .errors import Cancelled, InputError, NodeFailure, PartialOutput, describe, is_out_of_memory
+from .errors import Cancelled, InputError, NodeFailure, PartialOutput
 from .events import (
     EventBus,
     NodeFailed,
@@ -34,7 +31,8 @@ from .events import (
 )
 from .fsutil import FileHasher
 from .graph import Graph, Link
-from .order import dependency_order
+from .order import consumer_counts, dependency_order, grouped_order
+from .outputs import check_outputs, entry_problem, failure_of, no_grad
 from .spec import REQUIRED, FingerprintEnv, Node
 from .validate import InvalidGraph, analyze, errors, param_value
 
@@ -160,7 +158,7 @@ class Executor:
                 continue
             to_run.add(nid)
             stack.extend(l.src for l in sources[nid].values())
-        run = _grouped_order(targets, sources, to_run)
+        run = grouped_order(targets, sources, to_run)
         position = {nid: i for i, nid in enumerate(order)}
         return Plan(targets, run, sorted(cached, key=position.__getitem__), sigs, sources,
                     volatile, values)
@@ -173,7 +171,7 @@ class Executor:
         entry = self.cache.get(sig)
         if entry is None:
             return False
-        problem = self._entry_problem(cls, entry.outputs)
+        problem = entry_problem(cls, entry.outputs, self.output_dir)
         if problem is None and not cls.still_valid(entry.outputs):
             problem = "no longer valid"
         if problem is not None:
@@ -183,34 +181,6 @@ class Executor:
         if fetch is not None:
             fetch[nid] = entry.outputs
         return True
-
-    def _entry_problem(self, cls: type[Node], outs: Any) -> str | None:
-        """Why a cached entry cannot stand for this node's outputs (None if it can)."""
-        if not isinstance(outs, dict):
-            return f"outputs are {type(outs).__name__}, not a dict"
-        for o in cls.outputs:
-            if o.name not in outs:
-                return f"no value for output '{o.name}'"
-            problem = V.kind_problem(o.type, outs[o.name])
-            if problem is not None:
-                return f"output '{o.name}': {problem}"
-        ui = outs.get("ui")
-        if ui is None and not cls.output:
-            return None
-        if not isinstance(ui, dict):  # an output node's result is what it shows: its ui
-            return "no ui dict"
-        files = ui.get("files", [])
-        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-            return "ui files are not a list of paths"
-        root = self.output_dir.resolve()
-        for f in files:
-            try:
-                inside = Path(f).resolve().is_relative_to(root)
-            except (OSError, ValueError):
-                inside = False
-            if not inside:
-                return f"reports a file outside the output folder: {f!r}"
-        return None
 
     def signatures(self, graph: Graph, order: list[str], sources: dict[str, dict[str, Link]],
                    nonce: str, coerced: dict | None = None) -> tuple[dict[str, str], set[str]]:
@@ -321,7 +291,7 @@ class Executor:
                  local: dict[str, dict[str, Any]], cancel: CancelToken) -> None:
         reg = graph.registry
         resolve = self.resolver(graph)
-        remaining = _consumer_counts(plan)
+        remaining = consumer_counts(plan)
         workflow_doc: list[Any] = []
 
         def workflow() -> Any:
@@ -362,9 +332,9 @@ class Executor:
                                   bus=self.events, cancel=cancel, models=self.models,
                                   resolve_path=resolve, output_dir=self.output_dir,
                                   workflow=workflow)
-                with _no_grad():
+                with no_grad():
                     outs = cls().run(ctx, **kwargs)
-                outs = self._check_outputs(cls, nid, outs)
+                outs = check_outputs(cls, nid, outs)
                 if V.changed_in_place(recorded):
                     for l in plan.sources[nid].values():
                         self.cache.discard(plan.signatures[l.src])
@@ -380,7 +350,7 @@ class Executor:
             except Exception as exc:
                 if isinstance(exc, PartialOutput):
                     result.files.extend(exc.files)
-                failure = _failure(nid, node.type, exc)
+                failure = failure_of(nid, node.type, exc)
                 src = self._bad_cached_input(plan, nid, exc)
                 if src is not None:
                     failure.hint = (f"{failure.hint}; " if failure.hint else "") + (
@@ -435,30 +405,6 @@ class Executor:
             kwargs[inp.name] = value
         return kwargs, recorded
 
-    @staticmethod
-    def _check_outputs(cls: type[Node], nid: str, outs: Any) -> dict[str, Any]:
-        if not isinstance(outs, dict):
-            raise TypeError(f"{cls.type}.run returned {type(outs).__name__}, not a dict of outputs")
-        missing = [o.name for o in cls.outputs if o.name not in outs]
-        if missing:
-            raise TypeError(f"{cls.type}.run returned no value for {missing}")
-        for o in cls.outputs:
-            if o.type in V.FINITE_TYPES and V.non_finite(outs[o.name]):
-                raise ValueError(f"output '{o.name}' of {nid} holds NaN or infinite values "
-                                 "(a setting or a model's weights broke the computation)")
-        return outs
-
-
-def _failure(nid: str, node_type: str, exc: BaseException) -> NodeFailure:
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if isinstance(exc, InputError):
-        return NodeFailure(nid, node_type, str(exc), exc.input, exc.expected,
-                           describe(exc.got) if exc.got is not None else None,
-                           exc.hint or None, tb)
-    if is_out_of_memory(exc):
-        return NodeFailure(nid, node_type, f"out of memory: {exc}", hint="use a smaller size or "
-                           "batch, or free memory", traceback=tb)
-    return NodeFailure(nid, node_type, f"{type(exc).__name__}: {exc}", traceback=tb)
 
 
 def _topological(graph: Graph, sources: dict[str, dict[str, Link]]) -> list[str]:
@@ -466,46 +412,3 @@ def _topological(graph: Graph, sources: dict[str, dict[str, Link]]) -> list[str]
     return dependency_order((i for i in graph.nodes if i in sources),
                             ((l.src, nid) for nid, srcs in sources.items()
                              for l in srcs.values()))
-
-
-def _consumer_counts(plan: Plan) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for nid in plan.run:
-        for l in plan.sources[nid].values():
-            counts[l.src] = counts.get(l.src, 0) + 1
-    return counts
-
-
-def _grouped_order(targets: list[str], sources: dict[str, dict[str, Link]],
-                   to_run: set[str]) -> list[str]:
-    """Depth-first post-order from each target: dependency order that finishes one
-    branch (and so one model's work) before starting the next."""
-    order: list[str] = []
-    done: set[str] = set()
-    for t in targets:
-        if t not in to_run or t in done:
-            continue
-        stack: list[tuple[str, bool]] = [(t, False)]
-        while stack:
-            nid, expanded = stack.pop()
-            if nid in done:
-                continue
-            if expanded:
-                done.add(nid)
-                order.append(nid)
-                continue
-            stack.append((nid, True))
-            for l in reversed(list(sources[nid].values())):
-                if l.src in to_run and l.src not in done:
-                    stack.append((l.src, False))
-    return order
-
-
-@contextlib.contextmanager
-def _no_grad():
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-    else:
-        with torch.no_grad():
-            yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import graphlib
 from collections.abc import Iterable
+from typing import Any
 
 from .errors import GraphError
 
@@ -59,3 +60,37 @@ def _sorter(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> graphlib.To
     for src, dst in edges:
         sorter.add(dst, src)
     return sorter
+
+
+def consumer_counts(plan: Any) -> dict[str, int]:
+    """How many nodes of the plan's run read each source."""
+    counts: dict[str, int] = {}
+    for nid in plan.run:
+        for l in plan.sources[nid].values():
+            counts[l.src] = counts.get(l.src, 0) + 1
+    return counts
+
+
+def grouped_order(targets: list[str], sources: dict[str, dict[str, Any]],
+                   to_run: set[str]) -> list[str]:
+    """Depth-first post-order from each target: dependency order that finishes one
+    branch (and so one model's work) before starting the next."""
+    order: list[str] = []
+    done: set[str] = set()
+    for t in targets:
+        if t not in to_run or t in done:
+            continue
+        stack: list[tuple[str, bool]] = [(t, False)]
+        while stack:
+            nid, expanded = stack.pop()
+            if nid in done:
+                continue
+            if expanded:
+                done.add(nid)
+                order.append(nid)
+                continue
+            stack.append((nid, True))
+            for l in reversed(list(sources[nid].values())):
+                if l.src in to_run and l.src not in done:
+                    stack.append((l.src, False))
+    return order

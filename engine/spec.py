@@ -264,6 +264,11 @@ class Node:
         return None
 
     @classmethod
+    def checks_values(cls) -> bool:
+        """Whether `check` looks at values at all (validation gathers them only then)."""
+        return cls.pixel_inputs is not None or cls.check.__func__ is not Node.check.__func__
+
+    @classmethod
     def check(cls, values: dict[str, Any]) -> list[tuple[str, str]]:
         """Problems of input values that their bounds alone cannot catch, as (input, message)
         pairs, found when validating. `values` holds the inputs known before running (set or

@@ -201,7 +201,7 @@ def analyze(graph: Graph, targets: Iterable[str] | None = None) -> Analysis:
                         f"type mismatch: {out.type.value} from {src.id}.{got_src.src_output}",
                         node=nid, input=inp.name, expected=inp.type.value, got=out.type.value,
                         code="type_mismatch"))
-                elif inp.is_widget:
+                elif inp.is_widget and cls.checks_values():
                     _know(known, inp, (src_cls.constant(src.params) or {}), got_src.src_output)
                 continue
             if inp.name in node.params:

@@ -28,7 +28,8 @@ def ensure_env() -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - run by whatever python3 the user has
         sys.exit(f"Loom needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     stamp = VENV / ".loom-stamp"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    want = hashlib.sha256(b"".join((ROOT / name).read_bytes()
+                                   for name in ("pyproject.toml", "setup.py"))).hexdigest()
     if PY.exists() and stamp.exists() and stamp.read_text().strip() == want:
         return
     if not PY.exists():
