@@ -10,6 +10,7 @@ from typing import Any
 
 from .errors import Cancelled
 from .events import EventBus, Progress
+from .protocols import Models, PathResolver
 
 
 class CancelToken:
@@ -35,7 +36,8 @@ class NodeContext:
     PREVIEW_INTERVAL = 0.25  # at most 4 previews a second
 
     def __init__(self, *, run_id: str, node_id: str, node_type: str, bus: EventBus,
-                 cancel: CancelToken, models: Any, resolve_path: Any, output_dir: Path,
+                 cancel: CancelToken, models: Models, resolve_path: PathResolver,
+                 output_dir: Path,
                  workflow: Any = None, logger: logging.Logger | None = None):
         self.run_id, self.node_id, self.node_type = run_id, node_id, node_type
         self._bus, self._cancel = bus, cancel

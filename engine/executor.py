@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,11 @@ from .events import (
     RunStatus,
 )
 from .fsutil import FileHasher
-from .graph import Graph, Link
+from .graph import Graph, GraphNode, Link
 from .order import consumer_counts, dependency_order, grouped_order
 from .outputs import check_outputs, entry_problem, failure_of, no_grad
-from .spec import REQUIRED, FingerprintEnv, Node
+from .protocols import Models, PathResolver
+from .spec import REQUIRED, FingerprintEnv, Node, overrides
 from .validate import InvalidGraph, analyze, errors, param_value
 
 log = logging.getLogger("loom.executor")
@@ -78,7 +80,7 @@ class _Replan(Exception):
 
 
 class Executor:
-    def __init__(self, cache: Cache | None = None, models: Any = None,
+    def __init__(self, cache: Cache | None = None, models: Models | None = None,
                  output_dir: str | os.PathLike[str] | None = None):
         self.cache = cache if cache is not None else Cache()
         if models is None:
@@ -92,7 +94,7 @@ class Executor:
         self.file_hash = FileHasher()
 
     # ---- planning --------------------------------------------------------------------------
-    def resolver(self, graph: Graph):
+    def resolver(self, graph: Graph) -> PathResolver:
         bases = [b for b in (graph.base_dir, Path.cwd()) if b is not None]
 
         def resolve(value: str) -> Path | None:
@@ -108,7 +110,7 @@ class Executor:
         return resolve
 
     def _find_model(self, kind: str, name: str) -> Path | None:
-        paths = getattr(self.models, "paths", None)
+        paths = self.models.paths
         if paths is None:
             return None
         try:
@@ -151,7 +153,7 @@ class Executor:
             if nid in seen:
                 continue
             seen.add(nid)
-            cls = reg.get(graph.nodes[nid].type)
+            cls = reg[graph.nodes[nid].type]
             if (fetch is not None and nid in fetch) or (
                     nid not in volatile and self._cached(cls, sigs[nid], nid, fetch)):
                 cached.append(nid)
@@ -165,7 +167,7 @@ class Executor:
 
     def _cached(self, cls: type[Node], sig: str, nid: str,
                 fetch: dict[str, dict[str, Any]] | None) -> bool:
-        default_check = cls.still_valid.__func__ is Node.still_valid.__func__  # type: ignore
+        default_check = not overrides(cls, "still_valid")
         if fetch is None and default_check:
             return sig in self.cache
         entry = self.cache.get(sig)
@@ -183,7 +185,8 @@ class Executor:
         return True
 
     def signatures(self, graph: Graph, order: list[str], sources: dict[str, dict[str, Link]],
-                   nonce: str, coerced: dict | None = None) -> tuple[dict[str, str], set[str]]:
+                   nonce: str, coerced: dict[str, dict[str, Any]] | None = None
+                   ) -> tuple[dict[str, str], set[str]]:
         """Merkle signatures of the given nodes (in dependency order)."""
         reg = graph.registry
         env = FingerprintEnv(self.resolver(graph), self.file_hash, str(self.output_dir),
@@ -192,7 +195,7 @@ class Executor:
         volatile: set[str] = set()
         for nid in order:
             node = graph.nodes[nid]
-            cls = reg.get(node.type)
+            cls = reg[node.type]
             srcs = sources[nid]
             parts: list[Any] = [cls.type, node.version]
             values: dict[str, Any] = {}
@@ -207,7 +210,7 @@ class Executor:
                         volatile.add(nid)
                     if inp.name in cls.file_inputs:  # a path wired from a primitive is known now
                         src = graph.nodes[link.src]
-                        const = reg.get(src.type).constant(src.params)
+                        const = reg[src.type].constant(src.params)
                         if const is None or link.src_output not in const:
                             unknown_file = True
                         else:
@@ -314,7 +317,7 @@ class Executor:
             if nid in local or nid in result.failures:
                 continue
             node = graph.nodes[nid]
-            cls = reg.get(node.type)
+            cls = reg[node.type]
             if cancel.cancelled:
                 result.status = RunStatus.CANCELLED
                 return
@@ -375,15 +378,17 @@ class Executor:
 
     def _bad_cached_input(self, plan: Plan, nid: str, exc: Exception) -> str | None:
         """The cached node whose value made `nid` reject an input; its entry is dropped."""
-        link = plan.sources[nid].get(exc.input) if isinstance(exc, InputError) else None
+        link = plan.sources[nid].get(exc.input) \
+            if isinstance(exc, InputError) and exc.input is not None else None
         if link is None or link.src not in plan.cached:
             return None
         self.cache.discard(plan.signatures[link.src])
         return link.src
 
     @staticmethod
-    def _inputs(cls: type[Node], node, srcs: dict[str, Link], outputs_of,
-                coerced: dict[str, Any]) -> tuple[dict, list]:
+    def _inputs(cls: type[Node], node: GraphNode, srcs: dict[str, Link],
+                outputs_of: Callable[[str], dict[str, Any]], coerced: dict[str, Any]
+                ) -> tuple[dict[str, Any], list[tuple[Any, int]]]:
         kwargs: dict[str, Any] = {}
         recorded: list[tuple[Any, int]] = []
         for inp in cls.inputs:

@@ -110,7 +110,7 @@ def remove_stale_temps(folder: str | os.PathLike[str], older_than_s: float = STA
     return removed
 
 
-def _temp_copy(path: Path, data: bytes, mode: int | None = None) -> Path:
+def _temp_copy(path: Path, data: bytes | bytearray, mode: int | None = None) -> Path:
     """`data` written and synced to a new temporary file beside `path`; returns its name.
     Created with 0o666 so the umask sets its mode, or given `mode`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,7 @@ def _write_target(path: Path) -> tuple[Path, int | None]:
     return real, stat.S_IMODE(st.st_mode)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes | bytearray) -> None:
     """Write `data` to `path` so readers see the old file or the new one, never half of one."""
     target, mode = _write_target(Path(path))
     tmp = _temp_copy(target, data, mode)

@@ -11,12 +11,15 @@ import copy
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex, overload
 
 from .errors import GraphError, describe
 from .order import dependency_order, reachable
 from .registry import Registry
 from .types import can_connect
+
+if TYPE_CHECKING:
+    from .spec import Node
 
 MODES = ("active", "muted", "bypassed")
 
@@ -74,15 +77,21 @@ class NodeRef(NamedTuple):
     id: str
     outputs: tuple[str, ...]
 
-    def __getitem__(self, name: str) -> OutRef:  # type: ignore[override]
-        if isinstance(name, int):
+    @overload  # type: ignore[override]  # by name, unlike a tuple; by index still unpacks
+    def __getitem__(self, name: str) -> OutRef: ...
+
+    @overload
+    def __getitem__(self, name: SupportsIndex) -> Any: ...
+
+    def __getitem__(self, name: str | SupportsIndex) -> Any:
+        if not isinstance(name, str):
             return tuple.__getitem__(self, name)
+        return self.out(name)
+
+    def out(self, name: str) -> OutRef:
         if self.outputs and name not in self.outputs:
             raise GraphError(f"node {self.id} has no output {name!r}; it has {list(self.outputs)}")
         return OutRef(self.id, name)
-
-    def out(self, name: str) -> OutRef:
-        return self[name]
 
 
 class Graph:
@@ -119,7 +128,7 @@ class Graph:
         except KeyError:
             raise GraphError(f"no node with id {node_id!r}") from None
 
-    def spec(self, node_id: str):
+    def spec(self, node_id: str) -> type[Node] | None:
         return self.registry.get(self.node(node_id).type)
 
     def links_into(self, node_id: str) -> dict[str, Link]:
@@ -168,7 +177,8 @@ class Graph:
         wires = {k: v for k, v in values.items() if isinstance(v, (OutRef, NodeRef))}
         for name, value in params.items():
             self._check_param(cls, node_id, name, value)
-        node = GraphNode(node_id, cls.type, cls.version, dict(params), title, tuple(pos))
+        x, y = pos
+        node = GraphNode(node_id, cls.type, cls.version, dict(params), title, (x, y))
         self.nodes[node_id] = node
         try:
             for name, ref in wires.items():
@@ -302,7 +312,7 @@ class Graph:
         self.node(node_id).mode = mode
         self.revision += 1
 
-    def _check_param(self, cls, node_id: str, name: str, value: Any) -> Any:
+    def _check_param(self, cls: type[Node], node_id: str, name: str, value: Any) -> Any:
         spec = cls.input_map.get(name)
         if spec is None:
             raise GraphError(f"{cls.title} ({node_id}) has no input {name!r}")

@@ -53,8 +53,9 @@ def find_cycle(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[str
     return []
 
 
-def _sorter(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> graphlib.TopologicalSorter:
-    sorter: graphlib.TopologicalSorter = graphlib.TopologicalSorter()
+def _sorter(ids: Iterable[str], edges: Iterable[tuple[str, str]]
+            ) -> graphlib.TopologicalSorter[str]:
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for i in ids:
         sorter.add(i)
     for src, dst in edges:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ def failure_of(nid: str, node_type: str, exc: BaseException) -> NodeFailure:
 
 
 @contextlib.contextmanager
-def no_grad():
+def no_grad() -> Iterator[None]:
     torch = sys.modules.get("torch")
     if torch is None:
         yield

@@ -80,6 +80,13 @@ class Registry:
             cls = self._types[self._aliases[type_id]]
         return cls
 
+    def __getitem__(self, type_id: str) -> type[Node]:
+        """The class of a node type known to be registered (a validated graph's nodes)."""
+        cls = self.get(type_id)
+        if cls is None:
+            raise KeyError(f"unknown node type {type_id!r}")
+        return cls
+
     def canonical(self, type_id: str) -> str:
         return self._aliases.get(type_id, type_id)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .limits import pixels_problem
 from .modelpaths import ModelKind
+from .protocols import FileHash, ModelFinder, PathResolver
 from .types import PRIMITIVES, LinkType, T, link_type
 
 if TYPE_CHECKING:
@@ -182,10 +183,10 @@ class Output:
 class FingerprintEnv:
     """What a fingerprint hook may look at beyond the node's own values."""
 
-    resolve_path: Any  # callable str -> pathlib.Path | None
-    file_hash: Any  # callable Path -> str (content hash, memoised by path, size, mtime)
+    resolve_path: PathResolver
+    file_hash: FileHash  # memoised by path, size, mtime
     output_dir: str = ""
-    find_model: Any = None  # callable (kind, name) -> pathlib.Path | None
+    find_model: ModelFinder | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -266,7 +267,7 @@ class Node:
     @classmethod
     def checks_values(cls) -> bool:
         """Whether `check` looks at values at all (validation gathers them only then)."""
-        return cls.pixel_inputs is not None or cls.check.__func__ is not Node.check.__func__
+        return cls.pixel_inputs is not None or overrides(cls, "check")
 
     @classmethod
     def check(cls, values: dict[str, Any]) -> list[tuple[str, str]]:
@@ -276,8 +277,9 @@ class Node:
         if cls.pixel_inputs is None:
             return []
         names = [n for n in cls.pixel_inputs if n]
-        sizes = [values.get(n) for n in names]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
+        sizes = [v for n in names if isinstance(v := values.get(n), int)
+                 and not isinstance(v, bool)]
+        if len(sizes) != len(names):
             return []
         why = pixels_problem(*([1] * (3 - len(sizes)) + sizes))
         return [(cls.pixel_inputs[1], f"{' x '.join(names)}: {why}")] if why else []
@@ -322,3 +324,8 @@ class Node:
             "outputs": [{"name": o.name, "type": o.type.value} for o in cls.outputs],
             "output": cls.output, "cacheable": cls.cacheable, "aliases": list(cls.aliases),
         }
+
+
+def overrides(cls: type[Node], hook: str) -> bool:
+    """Whether a node class defines its own classmethod `hook` instead of Node's."""
+    return getattr(cls, hook).__func__ is not getattr(Node, hook).__func__

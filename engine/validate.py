@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 from .errors import LoomError, describe
-from .graph import Graph, Link
+from .graph import Graph, GraphNode, Link
 from .order import find_cycle
-from .spec import REQUIRED
+from .spec import REQUIRED, Input
 from .types import can_connect
 
 
@@ -58,7 +58,7 @@ def source(graph: Graph, node_id: str, input_name: str) -> Link | None | str:
         seen.add(src.id)
         cls = graph.registry.get(src.type)
         out = cls.output_map.get(link.src_output) if cls else None
-        if out is None:
+        if cls is None or out is None:
             return f"bypassed node {src.id} cannot pass {link.src_output!r} through"
         nxt = None
         for inp in cls.inputs:
@@ -98,7 +98,7 @@ def incoming_links(graph: Graph) -> dict[str, list[Link]]:
     return index
 
 
-def param_value(inp, node, coerced: dict[str, Any], default: Any = None) -> Any:
+def param_value(inp: Input, node: GraphNode, coerced: dict[str, Any], default: Any = None) -> Any:
     """A node's own value for `inp`: as analyze() coerced it, else coerced now."""
     if inp.name in coerced:
         return coerced[inp.name]

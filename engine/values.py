@@ -10,6 +10,7 @@ import json
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +75,7 @@ def nbytes(v: Any) -> int:
     if own is not None and not isinstance(v, type):
         return int(own)
     if is_tensor(v):
-        return v.numel() * v.element_size()
+        return int(v.numel() * v.element_size())
     if type(v).__name__ == "ndarray":
         return int(v.nbytes)
     if isinstance(v, (str, bytes)):
@@ -176,7 +177,7 @@ def decode(tree: Any, tensors: dict[str, Any]) -> Any:
 
 # ---- what a value of each link type may be (for entries read back from disk) ----------
 
-def _tensor(ranks: tuple[int, ...]):
+def _tensor(ranks: tuple[int, ...]) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         if not is_tensor(v):
             return f"expected a tensor, got {type(v).__name__}"
@@ -187,7 +188,8 @@ def _tensor(ranks: tuple[int, ...]):
     return check
 
 
-def _instance(cls: type | tuple[type, ...], name: str, inner: Any = None):
+def _instance(cls: type | tuple[type, ...], name: str, inner: Any = None
+              ) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         if isinstance(v, bool) != (cls is bool) or not isinstance(v, cls):
             return f"expected {name}, got {type(v).__name__}"

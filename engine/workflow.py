@@ -7,6 +7,7 @@ one is not written, since this version would drop what it does not understand.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import json
 import math
@@ -283,14 +284,15 @@ class _Reader:
             raise self.fail(place, "a non-empty string" if nonempty else "a string", v)
         return v
 
-    def int(self, v: Any, place: str, minimum: int | None = None) -> int:
+    def int(self, v: Any, place: builtins.str, minimum: builtins.int | None = None
+            ) -> builtins.int:
         if isinstance(v, bool) or not isinstance(v, int) or (minimum is not None and v < minimum):
             raise self.fail(place, "an integer" + (f" of at least {minimum}" if minimum else ""), v)
         if v > 10**9:
             raise self.fail(place, "a plausible version number", v)
         return v
 
-    def pair(self, v: Any, place: str) -> tuple[str, str]:
+    def pair(self, v: Any, place: builtins.str) -> tuple[builtins.str, builtins.str]:
         if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) and x for x in v)):
             raise self.fail(place, '["node id", "port name"]', v)
         return v[0], v[1]

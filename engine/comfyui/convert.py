@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import WorkflowError
 from ..graph import Graph, GraphNode, Group, Link
+from ..protocols import ModelPaths
 from ..registry import Registry
 from ..text import SURROGATE_MESSAGE, lone_surrogate
 from ..workflow import _kind
@@ -62,8 +63,8 @@ class Report:
     file: str = ""
     format: str = ""  # "api" or "ui"
     nodes: int = 0  # ComfyUI nodes read (after flattening subgraphs)
-    mapped: Counter = field(default_factory=Counter)  # ComfyUI class type -> count
-    structural: Counter = field(default_factory=Counter)  # Reroute / PrimitiveNode folded
+    mapped: Counter[str] = field(default_factory=Counter)  # ComfyUI class type -> count
+    structural: Counter[str] = field(default_factory=Counter)  # Reroute / PrimitiveNode folded
     placeholders: dict[str, list[str]] = field(default_factory=dict)  # type -> node ids
     values: list[Issue] = field(default_factory=list)  # values not carried, or changed
     links: list[Issue] = field(default_factory=list)  # links not carried
@@ -193,7 +194,7 @@ def read(path: str | Path) -> Any:
     return parse_json(text, str(path))
 
 
-def load(path: str | Path, registry: Registry | None = None, models: Any = None
+def load(path: str | Path, registry: Registry | None = None, models: ModelPaths | None = None
          ) -> tuple[Graph, Report]:
     path = Path(path)
     graph, report = convert(read(path), registry=registry, models=models, file=str(path))
@@ -203,7 +204,7 @@ def load(path: str | Path, registry: Registry | None = None, models: Any = None
 
 # ---- conversion ------------------------------------------------------------------------------
 
-def convert(doc: Any, *, registry: Registry | None = None, models: Any = None,
+def convert(doc: Any, *, registry: Registry | None = None, models: ModelPaths | None = None,
             file: str = "<comfyui>") -> tuple[Graph, Report]:
     """A ComfyUI document (parsed JSON) -> a Loom graph and the report of what was carried.
     `models` (engine.modelpaths.ModelFolders) is where model names are looked up."""
@@ -279,7 +280,11 @@ def _is_api_link(v: Any) -> bool:
 
 # UI format ------------------------------------------------------------------------------------
 
-def _link_tuple(ld: Any) -> tuple | None:
+# a UI-format link: (link id, source node id, source slot, target node id, target slot)
+CLink = tuple[str, str, Any, str, Any]
+
+
+def _link_tuple(ld: Any) -> tuple[Any, ...] | None:
     """[id, src, src_slot, dst, dst_slot, type] or the object form -> a tuple of those."""
     t = None
     if isinstance(ld, list) and len(ld) >= 5:
@@ -299,7 +304,7 @@ def _from_ui(doc: dict[str, Any], report: Report) -> tuple[list[CNode], list[Any
     if bad:
         report.notes.append(f"{bad} entry(ies) in 'nodes' are not objects; skipped")
     links_raw = doc.get("links", [])
-    links: dict[str, tuple] = {}
+    links: dict[str, CLink] = {}
     for ld in links_raw if isinstance(links_raw, list) else []:
         t = _link_tuple(ld)
         if t is None:
@@ -307,11 +312,11 @@ def _from_ui(doc: dict[str, Any], report: Report) -> tuple[list[CNode], list[Any
             continue
         links[str(t[0])] = (str(t[0]), str(t[1]), t[2], str(t[3]), t[4])
     # subgraphs (newer files) and legacy group nodes become plain nodes with namespaced ids
-    defs = doc.get("definitions") if isinstance(doc.get("definitions"), dict) else {}
+    defs = _dict(doc.get("definitions"))
     subgraphs = {sg["id"]: sg for sg in _list(defs.get("subgraphs"))
                  if isinstance(sg, dict) and isinstance(sg.get("id"), str)}
-    extra = doc.get("extra") if isinstance(doc.get("extra"), dict) else {}
-    legacy = extra.get("groupNodes") if isinstance(extra.get("groupNodes"), dict) else {}
+    extra = _dict(doc.get("extra"))
+    legacy = _dict(extra.get("groupNodes"))
     nodes, links = _flatten(nodes, links, subgraphs, legacy, report)
 
     out: dict[str, CNode] = {}
@@ -369,15 +374,15 @@ def _slot_name(node: CNode, slot: Any) -> str:
     return str(slot)
 
 
-def _flatten(nodes: list[dict], links: dict[str, tuple], subgraphs: dict[str, Any],
+def _flatten(nodes: list[dict[str, Any]], links: dict[str, CLink], subgraphs: dict[str, Any],
              legacy: dict[str, Any], report: Report, depth: int = 0
-             ) -> tuple[list[dict], dict[str, tuple]]:
+             ) -> tuple[list[dict[str, Any]], dict[str, CLink]]:
     """Replace subgraph instances and legacy group nodes by their inner nodes."""
     if depth > 16:
         report.notes.append("subgraphs nested more than 16 deep; the rest kept as placeholders")
         return nodes, links
     changed = False
-    flat: list[dict] = []
+    flat: list[dict[str, Any]] = []
     for nd in nodes:
         t = nd.get("type")
         if isinstance(t, str) and t in subgraphs:
@@ -397,15 +402,15 @@ def _flatten(nodes: list[dict], links: dict[str, tuple], subgraphs: dict[str, An
     return flat, links
 
 
-def _expand_subgraph(inst: dict, sg: dict, links: dict[str, tuple], report: Report
-                     ) -> list[dict]:
+def _expand_subgraph(inst: dict[str, Any], sg: dict[str, Any], links: dict[str, CLink],
+                     report: Report) -> list[dict[str, Any]]:
     iid = str(inst.get("id"))
     base = _pos(inst.get("pos")) or (0.0, 0.0)
     inner = [dict(n) for n in _list(sg.get("nodes")) if isinstance(n, dict)]
     ps = [_pos(n.get("pos")) or (0.0, 0.0) for n in inner]
     x0 = min((p[0] for p in ps), default=0.0)
     y0 = min((p[1] for p in ps), default=0.0)
-    by_old: dict[str, dict] = {}
+    by_old: dict[str, dict[str, Any]] = {}
     for n, p in zip(inner, ps):
         by_old[str(n.get("id"))] = n
         n["id"] = f"{iid}:{n.get('id')}"
@@ -416,7 +421,7 @@ def _expand_subgraph(inst: dict, sg: dict, links: dict[str, tuple], report: Repo
     inst_inputs = [i for i in _list(inst.get("inputs")) if isinstance(i, dict)]
     # outer links into the instance, by its input slot; out of it, by output slot
     into = {l[4]: l for l in links.values() if l[3] == iid}
-    outof: dict[int, list[tuple]] = {}
+    outof: dict[int, list[CLink]] = {}
     for l in links.values():
         if l[1] == iid:
             outof.setdefault(l[2], []).append(l)
@@ -425,7 +430,7 @@ def _expand_subgraph(inst: dict, sg: dict, links: dict[str, tuple], report: Repo
     widget_values = list(inst.get("widgets_values") or []) \
         if isinstance(inst.get("widgets_values"), list) else []
     # values of promoted widgets: on the instance in order of its widget inputs ...
-    props = inst.get("properties") if isinstance(inst.get("properties"), dict) else {}
+    props = _dict(inst.get("properties"))
     proxies = props.get("proxyWidgets")
     widget_inputs = [k for k, i in enumerate(inst_inputs) if i.get("widget")]
     promoted = {} if isinstance(proxies, list) else {
@@ -460,15 +465,15 @@ def _expand_subgraph(inst: dict, sg: dict, links: dict[str, tuple], report: Repo
     return inner
 
 
-def _input_name(node: dict, slot: Any) -> str | None:
+def _input_name(node: dict[str, Any], slot: Any) -> str | None:
     inputs = [i for i in _list(node.get("inputs")) if isinstance(i, dict)]
     if isinstance(slot, int) and 0 <= slot < len(inputs):
         return inputs[slot].get("name")
     return None
 
 
-def _expand_group_node(inst: dict, cfg: dict, links: dict[str, tuple], report: Report
-                       ) -> list[dict]:
+def _expand_group_node(inst: dict[str, Any], cfg: dict[str, Any], links: dict[str, CLink],
+                       report: Report) -> list[dict[str, Any]]:
     """A legacy group node (extra.groupNodes): inner nodes by index, internal links as
     [src index, src slot, dst index, dst slot, ...]; the instance's inputs are the inner
     inputs not linked inside, its outputs the inner outputs not used inside (or listed in
@@ -507,21 +512,21 @@ def _expand_group_node(inst: dict, cfg: dict, links: dict[str, tuple], report: R
         for s, _ in enumerate(_list(n.get("outputs"))):
             if (n["_index"], s) not in linked_out or (n["_index"], s) in external:
                 out_slots.append((n["id"], s))
-    for key, l in list(links.items()):
-        if l[3] == iid:
-            if isinstance(l[4], int) and l[4] < len(in_slots):
-                dst, slot = in_slots[l[4]]
-                links[key] = (key, l[1], l[2], dst, slot)
+    for key, cl in list(links.items()):
+        if cl[3] == iid:
+            if isinstance(cl[4], int) and cl[4] < len(in_slots):
+                dst_id, slot = in_slots[cl[4]]
+                links[key] = (key, cl[1], cl[2], dst_id, slot)
             else:
-                report.links.append(Issue(iid, str(l[4]), None, "group node input slot not "
+                report.links.append(Issue(iid, str(cl[4]), None, "group node input slot not "
                                           "found in its definition"))
                 del links[key]
-        elif l[1] == iid:
-            if isinstance(l[2], int) and l[2] < len(out_slots):
-                src, slot = out_slots[l[2]]
-                links[key] = (key, src, slot, l[3], l[4])
+        elif cl[1] == iid:
+            if isinstance(cl[2], int) and cl[2] < len(out_slots):
+                src_id, slot = out_slots[cl[2]]
+                links[key] = (key, src_id, slot, cl[3], cl[4])
             else:
-                report.links.append(Issue(l[3], str(l[4]), None, "group node output slot not "
+                report.links.append(Issue(cl[3], str(cl[4]), None, "group node output slot not "
                                           "found in its definition"))
                 del links[key]
     # the instance's widget values, split over the inner nodes in order
@@ -587,7 +592,8 @@ def _fold_structural(nodes: list[CNode], report: Report) -> list[CNode]:
 
 # building the Loom graph ----------------------------------------------------------------------
 
-def _build(graph: Graph, cnodes: list[CNode], report: Report, models: Any) -> None:
+def _build(graph: Graph, cnodes: list[CNode], report: Report, models: ModelPaths | None
+           ) -> None:
     reg = graph.registry
     maps: dict[str, Map | None] = {}
     for c in cnodes:
@@ -614,7 +620,7 @@ def _build(graph: Graph, cnodes: list[CNode], report: Report, models: Any) -> No
     by_id = {c.id: c for c in cnodes}
     for c in cnodes:
         dm = maps[c.id]
-        dcls = reg.get(dm.loom) if dm is not None else None
+        dcls = reg[dm.loom] if dm is not None else None  # mapped nodes have a class
         for name, (src, slot) in c.links.items():
             if src not in graph.nodes:
                 continue
@@ -628,7 +634,7 @@ def _build(graph: Graph, cnodes: list[CNode], report: Report, models: Any) -> No
             else:
                 names = by_id[src].output_names if src in by_id else []
                 out_name = names[slot] if slot < len(names) and names[slot] else f"output_{slot}"
-            if dm is not None:
+            if dm is not None and dcls is not None:
                 if name in dm.ignore:
                     report.links.append(Issue(c.id, name, None, f"Loom's {dcls.title} takes no "
                                               f"{name!r}; the link is dropped"))
@@ -726,7 +732,7 @@ def _read_widgets(c: CNode, m: Map, report: Report) -> tuple[dict[str, Any], str
     return named, control
 
 
-def _check_models(node: GraphNode, models: Any, report: Report) -> None:
+def _check_models(node: GraphNode, models: ModelPaths, report: Report) -> None:
     for (ntype, param), kinds in MODEL_PARAMS.items():
         if node.type != ntype or param not in node.params:
             continue
@@ -743,7 +749,7 @@ def _check_models(node: GraphNode, models: Any, report: Report) -> None:
             f"{k}/" for k in kinds) + " model folders; put it there or pick another"))
 
 
-def _find(models: Any, kinds: tuple[str, ...], name: Any) -> bool:
+def _find(models: ModelPaths, kinds: tuple[str, ...], name: Any) -> bool:
     for k in kinds:
         try:
             models.find(k, str(name))
@@ -778,7 +784,7 @@ def _layout(graph: Graph) -> None:
         for l in graph.links_into(nid).values():
             d = max(d, depth.get(l.src, 0) + 1)
         depth[nid] = d
-    rows: Counter = Counter()
+    rows: Counter[int] = Counter()
     for nid in order:
         col = depth.get(nid, 0)
         graph.nodes[nid].pos = (col * 320.0, rows[col] * 220.0)
@@ -828,8 +834,8 @@ def _short(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def open_workflow(path: str | Path, registry: Registry | None = None, models: Any = None
-                  ) -> tuple[Graph, Report | None]:
+def open_workflow(path: str | Path, registry: Registry | None = None,
+                  models: ModelPaths | None = None) -> tuple[Graph, Report | None]:
     """A Loom workflow (.json, or a PNG Loom saved) or a ComfyUI one (converted on the fly,
     with its report). Raises WorkflowError for anything else."""
     from .. import workflow as wf

@@ -3,10 +3,12 @@ table read backwards, so a Loom workflow can be queued on a ComfyUI server."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import GraphError
-from ..graph import Graph
+from ..graph import Graph, GraphNode, Link
+from ..spec import Node
 from ..validate import source
 from . import table as t
 from .table import MAPPING, Map
@@ -15,7 +17,7 @@ from .table import MAPPING, Map
 _RESIZE_BACK = {"nearest": "nearest-exact"}
 
 
-def _inverse(conv, value: Any) -> Any:
+def _inverse(conv: Callable[[Any], Any] | None, value: Any) -> Any:
     if conv in (t.resize_method, t.latent_method):
         return _RESIZE_BACK.get(value, value)
     if conv is t.threshold_255:
@@ -63,8 +65,9 @@ def to_api(graph: Graph) -> dict[str, Any]:
         if nid not in memo:
             node = graph.nodes[nid]
             links = {name: source(graph, nid, name) for name in graph.links_into(nid)}
-            memo[nid] = links, _choose(node, reg.get(node.type), by_loom.get(node.type, []),
-                                       links, used)
+            cls = reg.get(node.type)
+            memo[nid] = links, None if cls is None else _choose(
+                node, cls, by_loom.get(node.type, []), links, used)
         return memo[nid]
 
     for n in graph.nodes.values():
@@ -133,7 +136,9 @@ def to_api(graph: Graph) -> dict[str, Any]:
     return out
 
 
-def _choose(node, cls, candidates, links, used):
+def _choose(node: GraphNode, cls: type[Node], candidates: list[tuple[str, Map]],
+            links: dict[str, Link | str | None], used: set[tuple[str, str]]
+            ) -> tuple[str, Map] | None:
     """The ComfyUI class for a node: the most specific one whose fixed values the node has
     and which carries every link in and out."""
     outs = {o for (src, o) in used if src == node.id}

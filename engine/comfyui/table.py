@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 
 class Lossy(Exception):
@@ -86,7 +86,8 @@ LATENT_RESIZE = {"nearest-exact": "nearest", "bilinear": "bilinear", "area": "ar
                  "bicubic": "bicubic"}
 
 
-def _name(table: dict[str, str], nearest: dict[str, str], what: str, default: str):
+def _name(table: dict[str, str], nearest: dict[str, str], what: str, default: str
+          ) -> Callable[[Any], Any]:
     def conv(v: Any) -> Any:
         if not isinstance(v, str):
             raise Drop(f"expected the name of a {what}, got {v!r}")
@@ -161,7 +162,7 @@ def mask_channel(v: Any) -> Any:
     raise Drop(f"unknown channel {v!r}")
 
 
-def _drop(why: str):
+def _drop(why: str) -> NoReturn:
     raise Drop(why)
 
 

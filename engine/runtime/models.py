@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocols import ModelPaths
 from .device import DeviceChoice
 
 log = logging.getLogger("loom.models")
@@ -78,10 +79,10 @@ def _to(obj: Any, device: Any) -> None:
 
 class ModelManager:
     def __init__(self, device: DeviceChoice | None = None, budget_bytes: int | None = None,
-                 paths: Any = None):
+                 paths: ModelPaths | None = None):
         self._device = device
         self.budget = budget_bytes
-        self.paths = paths  # engine.modelpaths.ModelFolders
+        self.paths = paths
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self._lock = threading.RLock()
         self.loads = 0  # how many times a model was read from disk
@@ -209,7 +210,8 @@ class sequential_offload:
     its own forward pass. Slow, but runs models far larger than the free memory."""
 
     def __init__(self, module: Any, device: Any):
-        self.module, self.device, self.handles = module, device, []
+        self.module, self.device = module, device
+        self.handles: list[Any] = []  # torch RemovableHandle
 
     def __enter__(self) -> Any:
         self.module.to("cpu")
