@@ -5,6 +5,7 @@ gave before the table (recorded on a tiny deterministic denoiser, no model)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -82,3 +83,38 @@ def test_steps_give_the_if_chain_s_numbers(monkeypatch, sampler, last):
     got = walk(monkeypatch, sampler, last)
     assert all(math.isfinite(v) for v in got)
     assert got == pytest.approx(REFERENCE[sampler, last], rel=1e-6, abs=1e-6)
+
+
+COMFY_REFERENCE = Path(__file__).resolve().parents[2] / "shared/data/comfyui-reference"
+
+
+@pytest.mark.skipif(not (COMFY_REFERENCE / "trajectories.json").is_file(),
+                    reason="needs ../shared/data/comfyui-reference beside the checkout")
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m"])
+def test_deterministic_steps_follow_comfyui_trajectories(sampler):
+    """ComfyUI 0.33's final latents for the ideal denoiser of x0 ~ N(0, 0.5^2), every
+    scheduler, text to image and image to image, from the same start: the steps match."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from nodes.diffusion.sigma_steps import STEPS, Walk
+
+    runs = json.loads((COMFY_REFERENCE / "trajectories.json").read_text())["runs"]
+    tensors = load_file(str(COMFY_REFERENCE / "trajectories.safetensors"))
+    noise, image = tensors["noise"], tensors["latent_image"]
+
+    def ideal(x, s, _i=0):
+        return x * 0.25 / (0.25 + s * s)
+
+    keys = [k for k in runs if k.startswith(f"sd_eps/{sampler}/")]
+    assert keys
+    for key in keys:
+        sigmas = runs[key]["sigmas"]
+        txt2img = key.endswith("/1.0")
+        x = noise * math.sqrt(1 + sigmas[0] ** 2) if txt2img else noise * sigmas[0] + image
+        walk = Walk(sigmas, ideal, lambda: None)
+        for i in range(len(sigmas) - 1):
+            den = ideal(x, sigmas[i])
+            x, walk.old = STEPS[sampler](walk, x, den, i), den
+        assert torch.allclose(x, tensors[key], atol=1e-5), key
