@@ -32,7 +32,7 @@ from .events import (
 )
 from .fsutil import FileHasher
 from .graph import Graph, GraphNode, Link
-from .order import consumer_counts, dependency_order, grouped_order
+from .order import consumer_counts, grouped_order
 from .outputs import check_outputs, entry_problem, failure_of, no_grad
 from .protocols import Models, PathResolver
 from .spec import REQUIRED, FingerprintEnv, Node, overrides
@@ -126,7 +126,7 @@ class Executor:
         pass, as the plan is made): a good one lands in `fetch`, a bad one is dropped and
         its node planned to run. Nodes already in `fetch` count as cached."""
         targets = list(targets) if targets is not None else graph.output_nodes()
-        problems, all_sources, values = analyze(graph, targets if targets else None)
+        problems, all_sources, values, checked = analyze(graph, targets or None)
         if errors(problems):
             raise InvalidGraph(problems)
         reg = graph.registry
@@ -139,7 +139,8 @@ class Executor:
             if nid not in sources:
                 sources[nid] = all_sources[nid]
                 stack.extend(l.src for l in sources[nid].values())
-        order = _topological(graph, sources)
+        # validation's order holds for the effective links too: each follows raw links
+        order = [nid for nid in checked if nid in sources]
 
         sigs, volatile = self.signatures(graph, order, sources, nonce or uuid.uuid4().hex,
                                          values)
@@ -409,11 +410,3 @@ class Executor:
                 continue  # optional and not given: the node's own default applies
             kwargs[inp.name] = value
         return kwargs, recorded
-
-
-
-def _topological(graph: Graph, sources: dict[str, dict[str, Link]]) -> list[str]:
-    """Dependency order over the effective links (which skip bypassed nodes)."""
-    return dependency_order((i for i in graph.nodes if i in sources),
-                            ((l.src, nid) for nid, srcs in sources.items()
-                             for l in srcs.values()))

@@ -29,11 +29,26 @@ def dependency_order(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> li
     """The given ids in dependency order over (source, target) edges between them, newest
     ready node first (so a branch is finished before the next, and the order is the one
     layouts and files have always had). Raises GraphError naming the nodes of a cycle."""
+    order, cycle = order_or_cycle(ids, edges)
+    if cycle:
+        raise GraphError("the graph has a cycle: " + " -> ".join(cycle + cycle[:1]))
+    return order
+
+
+def find_cycle(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[str]:
+    """The nodes of one cycle along (source, target) edges, in edge order, or []."""
+    return order_or_cycle(ids, edges)[1]
+
+
+def order_or_cycle(ids: Iterable[str],
+                   edges: Iterable[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """(`dependency_order`'s order, []) or ([], the nodes of one cycle): one sort for
+    validation and planning both."""
     sorter = _sorter(ids, edges)
     try:
         sorter.prepare()
     except graphlib.CycleError as exc:
-        raise GraphError("the graph has a cycle: " + " -> ".join(exc.args[1])) from None
+        return [], list(exc.args[1][:-1])
     order: list[str] = []
     ready = list(sorter.get_ready())
     while ready:
@@ -41,16 +56,7 @@ def dependency_order(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> li
         order.append(node)
         sorter.done(node)
         ready.extend(sorter.get_ready())
-    return order
-
-
-def find_cycle(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[str]:
-    """The nodes of one cycle along (source, target) edges, in edge order, or []."""
-    try:
-        _sorter(ids, edges).prepare()
-    except graphlib.CycleError as exc:
-        return list(exc.args[1][:-1])
-    return []
+    return order, []
 
 
 def _sorter(ids: Iterable[str], edges: Iterable[tuple[str, str]]

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from .errors import LoomError, describe
 from .graph import Graph, GraphNode, Link
-from .order import find_cycle
+from .order import order_or_cycle
 from .spec import REQUIRED, Input
 from .types import can_connect
 
@@ -115,6 +115,7 @@ class Analysis(NamedTuple):
     problems: list[Problem]
     sources: dict[str, dict[str, Link]]  # effective links into each checked node
     values: dict[str, dict[str, Any]]  # each checked node's widget values, coerced
+    order: list[str]  # the checked nodes in dependency order ([] when there is a cycle)
 
 
 def analyze(graph: Graph, targets: Iterable[str] | None = None) -> Analysis:
@@ -229,7 +230,9 @@ def analyze(graph: Graph, targets: Iterable[str] | None = None) -> Analysis:
         for name, message in cls.check(known):
             problems.append(Problem(message, node=nid, input=name, code="check"))
 
-    cycle = _find_cycle(graph, ids)
+    idset = set(ids)
+    order, cycle = order_or_cycle(ids, ((l.src, l.dst) for l in graph.links.values()
+                                        if l.src in idset and l.dst in idset))
     if cycle:
         path = " -> ".join(cycle + [cycle[0]])
         problems.append(Problem(f"the graph has a cycle: {path}", node=cycle[0], code="cycle"))
@@ -237,7 +240,7 @@ def analyze(graph: Graph, targets: Iterable[str] | None = None) -> Analysis:
         problems.append(Problem(f"this workflow was {graph.read_only}; it runs, but saving a "
                                 "changed copy is refused", severity="warning", code="newer_file"))
     problems.sort(key=lambda p: p.severity != "error")
-    return Analysis(problems, sources, values)
+    return Analysis(problems, sources, values, order)
 
 
 def _know(known: dict[str, Any], inp: Any, values: dict[str, Any], key: str) -> None:
@@ -250,10 +253,3 @@ def _know(known: dict[str, Any], inp: Any, values: dict[str, Any], key: str) -> 
 
 def errors(problems: list[Problem]) -> list[Problem]:
     return [p for p in problems if p.severity == "error"]
-
-
-def _find_cycle(graph: Graph, ids: list[str]) -> list[str]:
-    """A cycle among the given nodes, or []."""
-    idset = set(ids)
-    return find_cycle(ids, ((l.src, l.dst) for l in graph.links.values()
-                            if l.src in idset and l.dst in idset))
