@@ -100,7 +100,7 @@ def main() -> None:
             p = cls.from_pretrained(sd["diffusers"], safety_checker=None,
                                     requires_safety_checker=False, **kw)
             p.set_progress_bar_config(disable=True)
-            p.scheduler = make_scheduler(dict(p.scheduler.config), "euler", "normal")
+            p.scheduler = make_scheduler(dict(p.scheduler.config), "euler")
             return p
 
         common = dict(negative_prompt="", height=SIZE, width=SIZE, num_inference_steps=STEPS,

@@ -38,11 +38,13 @@ def pil_to_tensors(img: Any) -> tuple[Any, Any]:
 
 def to_uint8(image: Any, index: int = 0) -> Any:
     """One image of an IMAGE batch -> a contiguous H x W x C uint8 array (what OpenCV and
-    Pillow take), channels as they are."""
+    Pillow take), channels as they are. Values are truncated, not rounded, as ComfyUI saves
+    (`uint8(clip(255 * x))`), so the same image gives the same PNG; 8-bit values loaded
+    from a file still come back exactly."""
     import numpy as np
 
-    # one float copy (clamp), scaled and rounded in place, then bytes
-    arr = image[index].detach().float().clamp(0, 1).mul_(255).round_().byte().permute(1, 2, 0)
+    # one float copy (clamp), scaled in place; byte() truncates
+    arr = image[index].detach().float().clamp(0, 1).mul_(255).byte().permute(1, 2, 0)
     return np.ascontiguousarray(arr.cpu().numpy())
 
 

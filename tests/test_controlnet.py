@@ -42,7 +42,8 @@ def graph(control_png, nets=(), seed=5, both=True, cn_name="tiny-controlnet", st
                         guess_mode=guess)["conditioning"]
     lat = g.add("empty_latent", "lat", width=64, height=64)
     s = g.add("sampler", "s", model=ck["model"], positive=pos, negative=neg,
-              latent=lat["latent"], seed=seed, steps=steps, cfg=7.0, sampler="euler")
+              latent=lat["latent"], seed=seed, steps=steps, cfg=7.0, sampler="euler",
+              scheduler="diffusers")
     d = g.add("vae_decode", "d", vae=ck["vae"], latent=s["latent"])
     g.add("preview_image", "out", images=d["image"])
     return g
@@ -65,7 +66,7 @@ def pipeline(tiny_models, names):
     pipe = StableDiffusionControlNetPipeline.from_pretrained(
         tiny_models / "diffusers" / "tiny-sd15", controlnet=nets if len(nets) > 1 else nets[0],
         safety_checker=None, requires_safety_checker=False, local_files_only=True)
-    pipe.scheduler = make_scheduler(dict(pipe.scheduler.config), "euler", "normal")
+    pipe.scheduler = make_scheduler(dict(pipe.scheduler.config), "euler")
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -167,7 +168,7 @@ def test_sdxl_controlnet_matches_diffusers_pipeline(tiny_models, model_executor,
         tiny_models / "diffusers" / "tiny-sdxl", local_files_only=True,
         controlnet=ControlNetModel.from_pretrained(tiny_models / "controlnet" /
                                                    "tiny-controlnet-xl"))
-    pipe.scheduler = make_scheduler(dict(pipe.scheduler.config), "euler", "normal")
+    pipe.scheduler = make_scheduler(dict(pipe.scheduler.config), "euler")
     pipe.set_progress_bar_config(disable=True)
     ref = pipe(PROMPT, image=control_tensor(control_png), negative_prompt="", height=64,
                width=64, num_inference_steps=6, guidance_scale=7.0, output_type="pt",

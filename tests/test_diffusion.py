@@ -42,23 +42,22 @@ def pipeline(tiny_models, cls_name="StableDiffusionPipeline"):
     return pipe
 
 
-def use_sampler(pipe, sampler, scheduler):
+def use_sampler(pipe, sampler):
     from nodes.diffusion.sampling import make_scheduler
 
-    pipe.scheduler = make_scheduler(dict(pipe.scheduler.config), sampler, scheduler)
+    pipe.scheduler = make_scheduler(dict(pipe.scheduler.config), sampler)
 
 
-@pytest.mark.parametrize("sampler,scheduler", [
-    ("euler", "normal"), ("euler_ancestral", "normal"), ("dpmpp_2m", "karras"),
-    ("ddim", "normal"), ("uni_pc", "sgm_uniform"), ("heun", "exponential"),
-    ("dpmpp_2m_sde", "karras"), ("lcm", "normal")])
-def test_txt2img_matches_diffusers_pipeline(tiny_models, model_executor, sampler, scheduler):
-    g = txt2img(sampler=sampler, scheduler=scheduler, batch=2)
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "dpmpp_2m", "ddim", "uni_pc",
+                                     "heun", "dpmpp_2m_sde", "lcm"])
+def test_txt2img_matches_diffusers_pipeline(tiny_models, model_executor, sampler):
+    """The `diffusers` scheduler samples as diffusers' pipelines do."""
+    g = txt2img(sampler=sampler, scheduler="diffusers", batch=2)
     r = model_executor.run(g)
     assert r.ok, r.failures
     ours = r["out"]["ui"]["images"]
     pipe = pipeline(tiny_models)
-    use_sampler(pipe, sampler, scheduler)
+    use_sampler(pipe, sampler)
     ref = pipe(PROMPT, negative_prompt="", height=64, width=64, num_inference_steps=8,
                guidance_scale=7.5, num_images_per_prompt=2, output_type="pt",
                generator=[generator_for(42, i) for i in range(2)]).images
@@ -77,13 +76,13 @@ def test_img2img_matches_diffusers_pipeline(tiny_models, model_executor):
     enc = g.add("vae_encode", "enc", vae=ck["vae"], image=img["image"])
     s = g.add("sampler", "s", model=ck["model"], positive=pos["conditioning"],
               negative=neg["conditioning"], latent=enc["latent"], seed=7, steps=10, cfg=5.0,
-              sampler="dpmpp_2m", denoise=0.6)
+              sampler="dpmpp_2m", scheduler="diffusers", denoise=0.6)
     d = g.add("vae_decode", "d", vae=ck["vae"], latent=s["latent"])
     g.add("preview_image", "out", images=d["image"])
     r = model_executor.run(g, ["out", "enc"])
     assert r.ok, r.failures
     pipe = pipeline(tiny_models, "StableDiffusionImg2ImgPipeline")
-    use_sampler(pipe, "dpmpp_2m", "normal")
+    use_sampler(pipe, "dpmpp_2m")
     latents = r["enc"]["latent"].samples
     ref = pipe(PROMPT, image=latents, negative_prompt="", strength=0.6, num_inference_steps=10,
                guidance_scale=5.0, output_type="pt", generator=[generator_for(7, 0)]).images
@@ -252,10 +251,21 @@ def test_ckpt_files_load_only_with_weights_only(tiny_models, tmp_path):
     assert "LOOM_PWNED" not in os.environ
 
 
-def test_sampler_refuses_a_schedule_it_cannot_use(model_executor):
-    g = txt2img(sampler="ddim", scheduler="karras")
-    f = model_executor.run(g).failures["s"]
-    assert f.input == "scheduler" and "karras" in f.got
+def test_every_sampler_runs_on_every_comfyui_schedule_and_diffusers_names_its_own(
+        model_executor):
+    """Pairs that diffusers' schedulers refused (karras with ddim, exponential with lcm)
+    run; the `diffusers` scheduler refuses, by name, a sampler it has no scheduler for."""
+    from nodes.diffusion.sampling import DIFFUSERS_SAMPLERS, SAMPLERS
+
+    for sampler, scheduler in (("ddim", "karras"), ("euler_ancestral", "exponential"),
+                               ("lcm", "karras")):
+        if sampler in SAMPLERS:
+            r = model_executor.run(txt2img(sampler=sampler, scheduler=scheduler, steps=2))
+            assert r.ok, (sampler, scheduler, r.failures)
+    other = next((n for n in SAMPLERS if n not in DIFFUSERS_SAMPLERS), None)
+    if other is not None:
+        f = model_executor.run(txt2img(sampler=other, scheduler="diffusers")).failures["s"]
+        assert f.input == "sampler" and other in f.got
 
 
 def test_models_stay_loaded_across_threads(model_executor):
@@ -297,7 +307,7 @@ def test_sdxl_txt2img_matches_diffusers_pipeline(tiny_models, model_executor, ck
 
     from nodes.diffusion.loading import quiet
 
-    g = txt2img(ckpt, sampler="dpmpp_2m", scheduler="karras", batch=2, cfg=5.0,
+    g = txt2img(ckpt, sampler="dpmpp_2m", scheduler="diffusers", batch=2, cfg=5.0,
                 prompt="a (blue:1.0) square at the top")
     r = model_executor.run(g)
     assert r.ok, r.failures
@@ -305,7 +315,7 @@ def test_sdxl_txt2img_matches_diffusers_pipeline(tiny_models, model_executor, ck
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny_models / "diffusers" / "tiny-sdxl",
                                                      local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    use_sampler(pipe, "dpmpp_2m", "karras")
+    use_sampler(pipe, "dpmpp_2m")
     ref = pipe("a blue square at the top", negative_prompt="", height=64, width=64,
                num_inference_steps=8, guidance_scale=5.0, num_images_per_prompt=2,
                output_type="pt", generator=[generator_for(42, i) for i in range(2)]).images
@@ -415,7 +425,7 @@ def test_sdxl_img2img_matches_diffusers_pipeline(tiny_models, model_executor):
     enc = g.add("vae_encode", "enc", vae=ck["vae"], image=img["image"])
     s = g.add("sampler", "s", model=ck["model"], positive=pos["conditioning"],
               negative=neg["conditioning"], latent=enc["latent"], seed=3, steps=10, cfg=5.0,
-              sampler="euler_ancestral", denoise=0.5)
+              sampler="euler_ancestral", scheduler="diffusers", denoise=0.5)
     d = g.add("vae_decode", "d", vae=ck["vae"], latent=s["latent"])
     g.add("preview_image", "out", images=d["image"])
     r = model_executor.run(g, ["out", "enc"])
@@ -424,7 +434,7 @@ def test_sdxl_img2img_matches_diffusers_pipeline(tiny_models, model_executor):
     pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(
         tiny_models / "diffusers" / "tiny-sdxl", local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    use_sampler(pipe, "euler_ancestral", "normal")
+    use_sampler(pipe, "euler_ancestral")
     ref = pipe(PROMPT, image=r["enc"]["latent"].samples, negative_prompt="", strength=0.5,
                num_inference_steps=10, guidance_scale=5.0, output_type="pt",
                generator=[generator_for(3, 0)]).images

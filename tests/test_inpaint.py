@@ -41,7 +41,8 @@ def graph(pictures, ckpt, kind, mask="mask.png", seed=9):
         enc = g.add("vae_encode", "enc", vae=ck["vae"], image=img["image"])
         lat = g.add("set_latent_noise_mask", "nm", latent=enc["latent"], mask=m["mask"])
     s = g.add("sampler", "s", model=ck["model"], positive=pos["conditioning"],
-              negative=neg["conditioning"], latent=lat["latent"], seed=seed, steps=6, cfg=6.0)
+              negative=neg["conditioning"], latent=lat["latent"], seed=seed, steps=6, cfg=6.0,
+              scheduler="diffusers")
     d = g.add("vae_decode", "d", vae=ck["vae"], latent=s["latent"])
     c = g.add("composite_images", "c", destination=img["image"], source=d["image"],
               mask=m["mask"])
@@ -60,7 +61,7 @@ def pipe_for(tiny_models, name):
     pipe = StableDiffusionInpaintPipeline.from_pretrained(
         tiny_models / "diffusers" / name, safety_checker=None, requires_safety_checker=False,
         local_files_only=True)
-    pipe.scheduler = make_scheduler(dict(pipe.scheduler.config), "euler", "normal")
+    pipe.scheduler = make_scheduler(dict(pipe.scheduler.config), "euler")
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -65,7 +65,7 @@ def latent_masks(masks, grow):
     import torch
     import torch.nn.functional as F
 
-    from nodes.diffusion.sampling import latent_mask
+    from nodes.diffusion.predictor import latent_mask
 
     out = []
     for m, g in zip(masks, grow.tolist()):

@@ -57,29 +57,22 @@ class Map:
 
 # ---- value spellings ------------------------------------------------------------------------
 
-# ComfyUI sampler names -> Loom's (the nearest where Loom has no such sampler).
-SAMPLER_NAMES = {n: n for n in ("euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral",
-                                "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "ddim", "uni_pc",
-                                "lcm")}
-SAMPLER_NEAREST = {
-    "dpmpp_2m_sde_gpu": "dpmpp_2m_sde", "dpmpp_sde_gpu": "dpmpp_sde", "uni_pc_bh2": "uni_pc",
-    "euler_cfg_pp": "euler", "euler_ancestral_cfg_pp": "euler_ancestral", "heunpp2": "heun",
-    "lms": "euler", "dpm_fast": "dpmpp_2m", "dpm_adaptive": "dpmpp_2m",
-    "dpmpp_2s_ancestral": "euler_ancestral", "dpmpp_2s_ancestral_cfg_pp": "euler_ancestral",
-    "dpmpp_3m_sde": "dpmpp_2m_sde", "dpmpp_3m_sde_gpu": "dpmpp_2m_sde",
-    "dpmpp_2m_cfg_pp": "dpmpp_2m", "ddpm": "euler_ancestral", "ipndm": "dpmpp_2m",
-    "ipndm_v": "dpmpp_2m", "deis": "dpmpp_2m", "res_multistep": "dpmpp_2m",
-    "gradient_estimation": "euler", "er_sde": "dpmpp_2m_sde",
-}
-# The custom-sampling loops step over explicit sigmas with fewer methods.
-SIGMA_SAMPLER_NEAREST = {"dpm_2": "heun", "dpm_2_ancestral": "euler_ancestral",
-                         "dpmpp_2m_sde": "dpmpp_2m", "dpmpp_sde": "dpmpp_2m",
-                         "uni_pc": "dpmpp_2m"}
-SCHEDULER_NAMES = {"normal": "normal", "karras": "karras", "exponential": "exponential",
-                   "sgm_uniform": "sgm_uniform"}
-SCHEDULER_NEAREST = {"simple": "normal", "ddim_uniform": "normal", "beta": "normal",
-                     "linear_quadratic": "normal", "kl_optimal": "karras",
-                     "AYS SD1": "karras", "AYS SDXL": "karras"}
+# ComfyUI's KSampler sampler and scheduler names: Loom's Sampler means the same by each
+# (nodes/diffusion/ksampling), so they map onto themselves.
+COMFY_SAMPLERS = (
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
+    "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp",
+    "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis",
+    "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp",
+    "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "exp_heun_2_x0",
+    "exp_heun_2_x0_sde", "ddim", "uni_pc", "uni_pc_bh2")
+COMFY_SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta",
+                    "normal", "linear_quadratic", "kl_optimal")
+SAMPLER_NAMES = {n: n for n in COMFY_SAMPLERS}
+SCHEDULER_NAMES = {n: n for n in COMFY_SCHEDULERS}
 RESIZE = {"nearest-exact": "nearest", "bilinear": "bilinear", "area": "area",
           "bicubic": "bicubic", "lanczos": "lanczos"}
 LATENT_RESIZE = {"nearest-exact": "nearest", "bilinear": "bilinear", "area": "area",
@@ -99,26 +92,11 @@ def _name(table: dict[str, str], nearest: dict[str, str], what: str, default: st
     return conv
 
 
-sampler_name = _name(SAMPLER_NAMES, SAMPLER_NEAREST, "sampler", "euler")
-scheduler_name = _name(SCHEDULER_NAMES, SCHEDULER_NEAREST, "scheduler", "normal")
+sampler_name = _name(SAMPLER_NAMES, {}, "sampler", "euler")
+scheduler_name = _name(SCHEDULER_NAMES, {}, "scheduler", "normal")
 resize_method = _name(RESIZE, {"bislerp": "bicubic"}, "resize method", "bilinear")
 latent_method = _name(LATENT_RESIZE, {"bislerp": "bilinear"}, "latent resize method",
                       "bilinear")
-
-
-def sigma_sampler_name(v: Any) -> Any:
-    try:
-        name = sampler_name(v)
-    except Lossy as exc:
-        name = exc.value
-        if name in SIGMA_SAMPLER_NEAREST:
-            raise Lossy(SIGMA_SAMPLER_NEAREST[name], f"{exc.why}, and custom sampling has "
-                        f"{SIGMA_SAMPLER_NEAREST[name]!r}") from None
-        raise
-    if name in SIGMA_SAMPLER_NEAREST:
-        raise Lossy(SIGMA_SAMPLER_NEAREST[name], f"Loom's custom sampling has no {name!r}; "
-                    f"using {SIGMA_SAMPLER_NEAREST[name]!r}")
-    return name
 
 
 def model_name(v: Any) -> Any:
@@ -245,6 +223,11 @@ MAPPING: dict[str, Map] = {
         outputs=("latent",),
         values={"sampler_name": sampler_name, "scheduler": scheduler_name, "add_noise": enable,
                 "return_with_leftover_noise": enable}, title="KSampler (Advanced)"),
+    "LatentFromBatch": Map("latent_from_batch", ("batch_index", "length"),
+                           inputs={"samples": "latent"}, outputs=("latent",),
+                           title="Latent From Batch"),
+    "RepeatLatentBatch": Map("repeat_latent_batch", ("amount",), inputs={"samples": "latent"},
+                             outputs=("latent",), title="Repeat Latent Batch"),
     "VAEDecode": Map("vae_decode", inputs={"samples": "latent"}, outputs=("image",),
                      title="VAE Decode"),
     "VAEEncode": Map("vae_encode", inputs={"pixels": "image"}, outputs=("latent",),
@@ -285,7 +268,7 @@ MAPPING: dict[str, Map] = {
                                  title="SamplerCustomAdvanced"),
     "KSamplerSelect": Map("sampler_select", ("sampler_name",),
                           inputs={"sampler_name": "sampler"}, outputs=("sampler",),
-                          values={"sampler_name": sigma_sampler_name}, title="KSamplerSelect"),
+                          values={"sampler_name": sampler_name}, title="KSamplerSelect"),
     "BasicScheduler": Map("schedule_sigmas", ("scheduler", "steps", "denoise"),
                           outputs=("sigmas",), values={"scheduler": scheduler_name},
                           title="BasicScheduler"),

@@ -2,11 +2,21 @@
 
 from engine.registry import Registry
 
-from . import conditioning, controlnet, custom_sampling, inpaint, lora, models, sampling, vae
+from . import (
+    conditioning,
+    controlnet,
+    custom_sampling,
+    inpaint,
+    latent_batch,
+    lora,
+    models,
+    sampling,
+    vae,
+)
 from .files import CHECKPOINTS, DIFFUSERS, DIFFUSION_MODELS, LORAS, VAES
 
 NODES = (*models.NODES, *lora.NODES, *controlnet.NODES, *conditioning.NODES, *sampling.NODES,
-         *custom_sampling.NODES, *vae.NODES, *inpaint.NODES)
+         *custom_sampling.NODES, *vae.NODES, *inpaint.NODES, *latent_batch.NODES)
 
 
 def register(registry: Registry) -> None:
