@@ -192,11 +192,25 @@ def test_out_of_memory_retries_once_then_fails_clearly(model_executor, monkeypat
 
 
 def test_prompt_weighting_and_long_prompts(model_executor):
-    def embeds(text):
+    def embeds(text, weighting="comfyui"):
         g = Graph()
         ck = g.add("load_checkpoint", "ck", ckpt_name="tiny-sd15")
-        g.add("text_encode", "t", clip=ck["clip"], text=text)
+        g.add("text_encode", "t", clip=ck["clip"], text=text, weighting=weighting)
         return model_executor.run(g, ["t"])["t"]["conditioning"].embeds
+
+    # ComfyUI's weighting: weighted tokens move away from the empty prompt's embedding
+    plain, empty = embeds("a red circle"), embeds("")
+    doubled = embeds("(a red circle:2)")
+    n = 1 + 3  # start token + three word tokens (the tiny vocabulary spells words whole)
+    if not torch.allclose(doubled[:, 1:n], (plain[:, 1:n] - empty[:, 1:n]) * 2 + empty[:, 1:n],
+                          atol=1e-5):
+        n = None  # words of several tokens: compare where the weights differ from 1
+        diff = (doubled - plain).abs().amax(-1)[0]
+        moved = torch.nonzero(diff > 1e-6).flatten()
+        want = (plain - empty) * 2 + empty
+        assert torch.allclose(doubled[:, moved], want[:, moved], atol=1e-5)
+    assert not torch.allclose(embeds("[red]"), embeds("red"))  # literal brackets in ComfyUI
+    assert not torch.allclose(embeds("a [red] circle", "a1111"), embeds("a red circle"))
 
     plain = embeds("a red circle")
     assert plain.shape == (1, 77, 32)

@@ -5,20 +5,26 @@ from __future__ import annotations
 import dataclasses
 
 from engine.errors import InputError
-from engine.spec import Float, In, Int, Node, Output, String
+from engine.spec import Choice, Float, In, Int, Node, Output, String
 from engine.types import T
 from engine.values import Conditioning
 
 from .arch import Arch
 from .models import components
 from .prompt import apply_weights, chunks, tokenize_weighted
+from .prompt_comfy import apply_weights_comfy, chunks_comfy, empty_chunk, tokenize_comfy
+
+WEIGHTINGS = ("comfyui", "a1111")
 
 
 def encode(ctx, clip_ref, text: str, clip_skip: int = 0, text_2: str | None = None,
-           extra: dict | None = None) -> Conditioning:
-    """Encode a prompt; SDXL's second encoder reads `text_2` when given (ComfyUI's text_g)."""
+           extra: dict | None = None, weighting: str = "comfyui") -> Conditioning:
+    """Encode a prompt; SDXL's second encoder reads `text_2` when given (ComfyUI's text_g).
+    `weighting`: how (word:1.2) weighs, ComfyUI's way or A1111's (prompt_comfy, prompt)."""
     import torch
 
+    if weighting not in WEIGHTINGS:
+        raise InputError("weighting", f"one of {', '.join(WEIGHTINGS)}", weighting)
     comps = components(ctx, clip_ref)
     device = ctx.models.device.torch_device()
     encoders = [(comps.tokenizer, comps.text_encoder)]
@@ -29,23 +35,33 @@ def encode(ctx, clip_ref, text: str, clip_skip: int = 0, text_2: str | None = No
     per_encoder, pooled = [], None
     for tokenizer, encoder in encoders:
         prompt = text_2 if text_2 is not None and encoder is comps.text_encoder_2 else text
-        ids, weights = tokenize_weighted(tokenizer, prompt, warn=ctx.log.warning)
-        parts = []
-        for n, (chunk_ids, chunk_w) in enumerate(chunks(tokenizer, ids, weights)):
+
+        def hidden(chunk_ids, encoder=encoder):
             ctx.check_cancelled()
-            input_ids = torch.tensor([chunk_ids], device=device)
-            out = encoder(input_ids, output_hidden_states=True)
+            out = encoder(torch.tensor([chunk_ids], device=device), output_hidden_states=True)
             if sdxl:  # SDXL uses the penultimate layer, without the final norm
-                z = out.hidden_states[-(2 + clip_skip)]
-                if n == 0 and encoder is comps.text_encoder_2:
-                    pooled = out[0]  # text_embeds of the projection model
-            elif clip_skip:
-                z = encoder.text_model.final_layer_norm(out.hidden_states[-(1 + clip_skip)]) \
-                    if hasattr(encoder, "text_model") else \
-                    encoder.final_layer_norm(out.hidden_states[-(1 + clip_skip)])
-            else:
-                z = out[0]
-            parts.append(apply_weights(z, chunk_w))
+                return out.hidden_states[-(2 + clip_skip)], out[0]
+            if clip_skip:
+                norm = encoder.text_model.final_layer_norm if hasattr(encoder, "text_model") \
+                    else encoder.final_layer_norm
+                return norm(out.hidden_states[-(1 + clip_skip)]), None
+            return out[0], None
+
+        if weighting == "comfyui":
+            pieces = chunks_comfy(tokenizer, tokenize_comfy(tokenizer, prompt,
+                                                             warn=ctx.log.warning))
+            weighted = any(w != 1.0 for _, ws in pieces for w in ws)
+            z_empty = hidden(empty_chunk(tokenizer))[0] if weighted else None
+        else:
+            ids, weights = tokenize_weighted(tokenizer, prompt, warn=ctx.log.warning)
+            pieces = chunks(tokenizer, ids, weights)
+        parts = []
+        for n, (chunk_ids, chunk_w) in enumerate(pieces):
+            z, pool = hidden(chunk_ids)
+            if n == 0 and encoder is comps.text_encoder_2:
+                pooled = pool  # text_embeds of the projection model
+            parts.append(apply_weights_comfy(z, chunk_w, z_empty) if weighting == "comfyui"
+                         else apply_weights(z, chunk_w))
         per_encoder.append(torch.cat(parts, dim=1))
     embeds = torch.cat(per_encoder, dim=-1) if len(per_encoder) > 1 else per_encoder[0]
     return Conditioning(embeds=embeds.float().cpu(),
@@ -57,16 +73,19 @@ class TextEncode(Node):
     type = "text_encode"
     title = "Text Encode"
     category = "conditioning"
-    description = ("Encode a prompt. (word:1.3) weighs a word up, [word] down; prompts longer "
-                   "than 75 tokens are encoded in chunks.")
+    description = ("Encode a prompt. (word:1.3) weighs a word up, (word) by 1.1; prompts longer "
+                   "than 75 tokens are encoded in chunks. Weighting: ComfyUI's (the default; "
+                   "[word] is literal) or A1111's ([word] weighs down, (word:1.3) multiplies).")
     inputs = (In("clip", T.clip), String("text", "", multiline=True),
-              Int("clip_skip", 0, min=0, max=12, description="skip this many last layers"))
+              Int("clip_skip", 0, min=0, max=12, description="skip this many last layers"),
+              Choice("weighting", WEIGHTINGS, "comfyui"))
     outputs = (Output("conditioning", T.conditioning),)
 
-    def run(self, ctx, clip, text="", clip_skip=0):
+    def run(self, ctx, clip, text="", clip_skip=0, weighting="comfyui"):
         if not isinstance(text, str):
             raise InputError("text", "text", text)
-        return {"conditioning": encode(ctx, clip, text, clip_skip or clip.get("clip_skip", 0))}
+        return {"conditioning": encode(ctx, clip, text, clip_skip or clip.get("clip_skip", 0),
+                                       weighting=weighting)}
 
 
 class ClipSetLastLayer(Node):
