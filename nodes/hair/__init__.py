@@ -22,7 +22,7 @@ from engine.values import Latent
 from ..diffusion.arch import Arch
 from ..diffusion.controlnet import CONTROL_RESOLVERS, ControlHint
 
-SAMPLER, SCHEDULE = "uni_pc", "normal"  # the paper's UniPC
+SAMPLER, SCHEDULE = "uni_pc", "diffusers"  # the paper's pipeline: diffusers' UniPC
 LATENT_CONTROL = "LATENT_CONTROL"  # the ref kind of one of a hair model's Latent ControlNets
 HAIR_MODEL = LinkType("HAIR_MODEL", colour="#ce93d8")
 HAIR = ModelKind("hair", layout=Layout.folders, description="one Stable-Hair set per folder")
