@@ -67,3 +67,23 @@ def test_discrete_start_scale_and_nearest_timestep():
     assert ms.timestep(sig[:4]).tolist() == [999, 666, 333, 0]
     karras = ksampler_sigmas(ms, "karras", 6)
     assert ms.timestep(karras[2]).dtype == torch.int64
+
+
+@needs_reference
+def test_batch_noise_is_comfyui_s_draw():
+    from comfyref import tensors
+
+    from nodes.diffusion.walk import prepare_noise
+
+    assert torch.equal(prepare_noise((2, 4, 8, 8), 42), tensors()["noise"])
+
+
+def test_8_bit_output_truncates_as_comfyui_saves():
+    import numpy as np
+
+    from nodes._tensors import to_uint8
+
+    x = torch.tensor([0.0, 0.999, 0.5, 1 / 255, 1.0, 1.5, -0.2]).view(1, 1, 1, 7)
+    comfy = np.clip(255.0 * x[0].permute(1, 2, 0).numpy(), 0, 255).astype(np.uint8)
+    assert to_uint8(x).tolist() == comfy.tolist()
+    assert to_uint8(x)[0, :, 0].tolist() == [0, 254, 127, 1, 255, 255, 0]
