@@ -118,3 +118,14 @@ def test_plain_samplers_ignore_the_unconditional_estimate(name):
     guided, _ = _guided_run(sigmas)
     blind = _forgetful(*_guided_run(sigmas))
     assert torch.equal(SAMPLERS[name](guided, x), SAMPLERS[name](blind, x))
+
+
+def test_dpm_adaptive_stops_on_a_non_finite_model():
+    import torch
+
+    from nodes.diffusion.ksampling import SAMPLERS, Run
+    from nodes.diffusion.ksampling.modelsampling import discrete
+
+    run = Run(lambda x, sigma: x * float("nan"), torch.tensor([6.0, 1.0, 0.0]), discrete())
+    with pytest.raises(ValueError, match="dpm_adaptive: the model's estimate at sigma 6"):
+        SAMPLERS["dpm_adaptive"](run, torch.ones([1, 4, 8, 8]))

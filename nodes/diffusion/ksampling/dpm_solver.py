@@ -120,6 +120,10 @@ def dpm_adaptive(run: Run, x: Any, order: int = 3, rtol: float = 0.05,
         x_high = solver.step(order, x, s, t, cache)
         delta = torch.maximum(atol_t, rtol_t * torch.maximum(x_low.abs(), x_prev.abs()))
         error = torch.linalg.norm((x_low - x_high) / delta) / x.numel() ** 0.5
+        if not torch.isfinite(error):
+            # the step-size controller would shrink the step forever
+            raise ValueError(f"dpm_adaptive: the model's estimate at sigma "
+                             f"{float(solver.sigma(s)):.4g} is not finite")
         if pid.propose(error):
             x_prev, x, s = x_low, x_high, t
         run.step_done(steps, x, denoised)
