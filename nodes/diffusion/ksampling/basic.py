@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .base import Run
@@ -25,3 +26,44 @@ def euler(run: Run, x: Any) -> Any:
 
 
 SAMPLERS = {"euler": euler}
+
+
+def walk(run: Run, x: Any, step: Callable[[int, Any, Any], Any],
+         sigmas: Any = None) -> Any:
+    """The sampling loop: each step's model call at sigmas[i] (run.sigmas unless given),
+    reported to the callback, then `step(i, x, denoised)` for the next x."""
+    sigmas = run.sigmas if sigmas is None else sigmas
+    s_in = run.s_in(x)
+    for i in range(len(sigmas) - 1):
+        denoised = run.model(x, sigmas[i] * s_in)
+        run.step_done(i, x, denoised)
+        x = step(i, x, denoised)
+    return x
+
+
+def model_step(run: Run, x: Any, sigma: Any) -> Any:
+    """The derivative at (x, sigma) from a fresh model call (a sampler's inner stage)."""
+    return to_d(x, sigma, run.model(x, sigma * run.s_in(x)))
+
+
+def guide(run: Run, denoised: Any) -> Any:
+    """What CFG++ samplers step along: the last call's unconditional estimate, or the
+    denoised estimate itself when the model does not guide."""
+    return denoised if run.uncond is None else run.uncond
+
+
+# ---- half-log-SNR time (log alpha / sigma) as ComfyUI measures it for each family ----
+def half_log_snr(sigma: Any, ms: Any) -> Any:
+    return sigma.logit().neg() if ms.flow else sigma.log().neg()
+
+
+def half_log_snr_to_sigma(lam: Any, ms: Any) -> Any:
+    return lam.neg().sigmoid() if ms.flow else lam.neg().exp()
+
+
+def offset_first_sigma(sigmas: Any, ms: Any, percent: float = 1e-4) -> Any:
+    """A flow schedule starting at sigma 1 (infinite log-SNR) starts a hair below it."""
+    if len(sigmas) > 1 and ms.flow and sigmas[0] >= 1:
+        sigmas = sigmas.clone()
+        sigmas[0] = ms.percent_to_sigma(percent)
+    return sigmas
