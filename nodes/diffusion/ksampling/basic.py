@@ -25,3 +25,32 @@ def euler(run: Run, x: Any) -> Any:
 
 
 SAMPLERS = {"euler": euler}
+
+
+def get_ancestral_step(sigma_from: Any, sigma_to: Any, eta: float = 1.0) -> tuple[Any, Any]:
+    """The level an ancestral step goes down to and the noise it adds back (k-diffusion's),
+    so that sigma_down^2 + sigma_up^2 = sigma_to^2."""
+    if not eta:
+        return sigma_to, 0.0
+    # builtin min on purpose: a NaN bound (sigma_from infinite) keeps sigma_to, as ComfyUI
+    sigma_up = min(sigma_to, eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2)
+                                    / sigma_from ** 2) ** 0.5)
+    return (sigma_to ** 2 - sigma_up ** 2) ** 0.5, sigma_up
+
+
+def half_log_snr(sigma: Any, ms: Any) -> Any:
+    """lambda = log(alpha / sigma): -log(sigma) for discrete models, the negative logit of
+    sigma for rectified flow (alpha = 1 - sigma)."""
+    return sigma.logit().neg() if ms.flow else sigma.log().neg()
+
+
+def sigma_of_half_log_snr(lam: Any, ms: Any) -> Any:
+    return lam.neg().sigmoid() if ms.flow else lam.neg().exp()
+
+
+def offset_first_sigma(sigmas: Any, ms: Any, percent: float = 1e-4) -> Any:
+    """A flow schedule starting at sigma 1 (lambda -inf) starts a hair below it instead."""
+    if len(sigmas) > 1 and ms.flow and sigmas[0] >= 1:
+        sigmas = sigmas.clone()
+        sigmas[0] = ms.percent_to_sigma(percent)
+    return sigmas
