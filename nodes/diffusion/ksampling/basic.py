@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Run
+from .modelsampling import flux_time_shift, time_snr_shift
 
 
 def to_d(x: Any, sigma: Any, denoised: Any) -> Any:
@@ -51,6 +52,9 @@ def sigma_of_half_log_snr(lam: Any, ms: Any) -> Any:
 def offset_first_sigma(sigmas: Any, ms: Any, percent: float = 1e-4) -> Any:
     """A flow schedule starting at sigma 1 (lambda -inf) starts a hair below it instead."""
     if len(sigmas) > 1 and ms.flow and sigmas[0] >= 1:
+        # ComfyUI's percent_to_sigma in double precision: lambda is steep near sigma 1, so
+        # the float32 timestep path is off by 1e-4 in the final latent
+        t = 1.0 - percent
         sigmas = sigmas.clone()
-        sigmas[0] = ms.percent_to_sigma(percent)
+        sigmas[0] = flux_time_shift(ms.shift, 1.0, t) if ms.flux else time_snr_shift(ms.shift, t)
     return sigmas

@@ -5,12 +5,15 @@ and moved to the latent's device, so a seed gives the same picture on every devi
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from .base import Run
 
 NoiseSampler = Callable[[Any, Any], Any]
+# the tree is queried at its float32 ends, which torchsde's float64 bounds call out of range
+warnings.filterwarnings("ignore", message=r"Should have (ta>=t0|tb<=t1)", category=UserWarning)
 
 
 def default_noise_sampler(x: Any, seed: int | None = None) -> NoiseSampler:
