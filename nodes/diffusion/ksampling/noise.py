@@ -12,8 +12,6 @@ from typing import Any
 from .base import Run
 
 NoiseSampler = Callable[[Any, Any], Any]
-# the tree is queried at its float32 ends, which torchsde's float64 bounds call out of range
-warnings.filterwarnings("ignore", message=r"Should have (ta>=t0|tb<=t1)", category=UserWarning)
 
 
 def default_noise_sampler(x: Any, seed: int | None = None) -> NoiseSampler:
@@ -61,7 +59,10 @@ class BrownianTreeNoiseSampler:
         t1 = self.transform(torch.as_tensor(sigma_next))
         sign = self.sign if t0 < t1 else -self.sign
         lo, hi = (t0, t1) if t0 < t1 else (t1, t0)
-        w = self.tree(lo.detach().cpu().float(), hi.detach().cpu().float())
+        with warnings.catch_warnings():
+            # queries at the float32 ends, which torchsde's rounded bounds call out of range
+            warnings.filterwarnings("ignore", message=r"Should have (ta>=t0|tb<=t1)")
+            w = self.tree(lo.detach().cpu().float(), hi.detach().cpu().float())
         w = w.to(device=self.device, dtype=lo.dtype) * sign
         return w / (t1 - t0).abs().sqrt().to(self.device)
 
