@@ -18,8 +18,8 @@ from nodes.diffusion.ksampling.basic import euler
 STEP_NOISE = ("euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "ddpm", "lcm",
               "res_multistep_ancestral", "er_sde", "seeds_2", "seeds_3", "exp_heun_2_x0_sde",
               "sa_solver", "sa_solver_pece")
-BROWNIAN = ("dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
-            "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu")
+BROWNIAN = ("dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde")
+GPU_NAMES = tuple(f"{name}_gpu" for name in BROWNIAN)
 CFG_PP = ("euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp",
           "res_multistep_ancestral_cfg_pp")
 
@@ -52,8 +52,20 @@ def test_brownian_tree_samplers_match_comfyui(key):
     assert (ours - theirs).abs().max().item() <= 1e-4, key
 
 
+@comfyref.needs_reference
+def test_the_gpu_names_are_the_cpu_tree_samplers():
+    """ComfyUI's _gpu samplers only keep the tree on the latent's device: on the CPU (where
+    Loom's tree always is) they gave the same latents, so they are the same samplers."""
+    tensors = comfyref.tensors()
+    for name in GPU_NAMES:
+        base = name.removesuffix("_gpu")
+        assert SAMPLERS[name] is SAMPLERS[base]
+        for key in comfyref.keys_for(name):
+            assert torch.equal(tensors[key], tensors[key.replace(name, base, 1)]), key
+
+
 def test_every_stochastic_name_is_in_the_table():
-    assert set(STEP_NOISE + BROWNIAN + CFG_PP) <= set(SAMPLERS)
+    assert set(STEP_NOISE + BROWNIAN + GPU_NAMES + CFG_PP) <= set(SAMPLERS)
 
 
 # ---- CFG++ ---------------------------------------------------------------------------
@@ -160,11 +172,6 @@ def test_a_runs_noise_sampler_replaces_the_default(name):
     quiet = SAMPLERS[name](run, _start())
     loud = SAMPLERS[name](Run(run.model, sigmas, run.ms, seed=42), _start())
     assert calls and (quiet - loud).abs().max() > 1e-3
-
-
-def test_the_gpu_names_are_the_cpu_tree_samplers():
-    for name in BROWNIAN[1::2]:
-        assert SAMPLERS[name] is SAMPLERS[name.removesuffix("_gpu")]
 
 
 def test_eta_zero_samplers_are_deterministic():

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import Run
-from .basic import get_ancestral_step, half_log_snr, sigma_of_half_log_snr, to_d
+from .basic import get_ancestral_step, half_log_snr, sigma_of_half_log_snr, to_d, walk
 from .noise import step_noise
 
 
@@ -73,28 +73,26 @@ def _dpmpp_2s_step(run: Run, estimate: Estimate, x: Any, denoised: Any, sigma: A
 def _ancestral(run: Run, x: Any, step: Step, eta: float = 1.0, s_noise: float = 1.0,
                cfg_pp: bool = False) -> Any:
     """The loop the ancestral samplers share: estimate, `step` down to sigma_down, renoise
-    up to the next sigma; the last step (nothing to renoise) is a plain Euler step."""
+    up to the next sigma."""
     noise = step_noise(run, x)
     ms, sigmas, s_in = run.ms, run.sigmas, run.s_in(x)
 
     def estimate(x_: Any, sigma_: Any) -> Any:
         return _uncond(run, run.model(x_, sigma_ * s_in), cfg_pp)
 
-    for i in range(len(sigmas) - 1):
+    def ancestral_step(i: int, x: Any, denoised: Any) -> Any:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = run.model(x, sigma * s_in)
         along = _uncond(run, denoised, cfg_pp)
-        run.step_done(i, x, denoised)
         sigma_down, scale, amount = _down(ms, sigma, sigma_next, eta)
-        if (sigma_next == 0) if ms.flow else (sigma_down == 0):
+        if sigma_down == 0 and not ms.flow:  # eta > 1 leaves nothing to solve
             x = _euler_step(run, estimate, x, along, sigma, sigma_down)
         else:
             x = step(run, estimate, x, along, sigma, sigma_down)
             if eta > 0:
                 x = scale * x + noise(sigma, sigma_next) * s_noise * amount
-        if cfg_pp:
-            x = x + _alpha(sigma_next, ms) * (denoised - along)
-    return x
+        return x + _alpha(sigma_next, ms) * (denoised - along) if cfg_pp else x
+
+    return walk(run, x, ancestral_step)
 
 
 def euler_ancestral(run: Run, x: Any, eta: float = 1.0, s_noise: float = 1.0) -> Any:
@@ -114,23 +112,20 @@ def euler_ancestral_cfg_pp(run: Run, x: Any, eta: float = 1.0, s_noise: float = 
     """CFG++ Euler: the denoised estimate plus the unconditional noise direction, with the
     ancestral split taken in the model's sigma/alpha space."""
     noise = step_noise(run, x)
-    ms, sigmas, s_in = run.ms, run.sigmas, run.s_in(x)
-    for i in range(len(sigmas) - 1):
+    ms, sigmas = run.ms, run.sigmas
+
+    def step(i: int, x: Any, denoised: Any) -> Any:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = run.model(x, sigma * s_in)
-        uncond = _uncond(run, denoised, True)
-        run.step_done(i, x, denoised)
-        if sigma_next == 0:
-            x = denoised
-            continue
         alpha_s = sigma * half_log_snr(sigma, ms).exp()
         alpha_t = sigma_next * half_log_snr(sigma_next, ms).exp()
-        d = to_d(x, sigma, alpha_s * uncond)
+        d = to_d(x, sigma, alpha_s * _uncond(run, denoised, True))
         sigma_down, sigma_up = get_ancestral_step(sigma / alpha_s, sigma_next / alpha_t, eta)
         x = alpha_t * denoised + alpha_t * sigma_down * d
         if eta > 0 and s_noise > 0:
             x = x + alpha_t * noise(sigma, sigma_next) * s_noise * sigma_up
-    return x
+        return x
+
+    return walk(run, x, step)
 
 
 def euler_cfg_pp(run: Run, x: Any) -> Any:
@@ -142,24 +137,23 @@ def res_multistep(run: Run, x: Any, eta: float = 1.0, s_noise: float = 1.0,
     """RES second-order multistep (arXiv 2308.02157) over ancestral steps; eta 0 is the
     deterministic res_multistep."""
     noise = step_noise(run, x)
-    sigmas, s_in = run.sigmas, run.s_in(x)
-    old_denoised = old_sigma_down = None
-    for i in range(len(sigmas) - 1):
+    sigmas = run.sigmas
+    old: list[Any] = []  # the last step's estimate and sigma_down
+
+    def step(i: int, x: Any, denoised: Any) -> Any:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = run.model(x, sigma * s_in)
         along = _uncond(run, denoised, cfg_pp)
-        run.step_done(i, x, denoised)
         sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
-        if sigma_down == 0 or old_denoised is None:
+        if sigma_down == 0 or not old:
             if cfg_pp:
                 x = denoised + to_d(x, sigma, along) * sigma_down
             else:
                 x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)
         else:
+            old_denoised, old_sigma_down = old
             t, t_next = sigma.log().neg(), sigma_down.log().neg()
-            t_old, t_prev = old_sigma_down.log().neg(), sigmas[i - 1].log().neg()
             h = t_next - t
-            c2 = (t_prev - t_old) / h
+            c2 = (sigmas[i - 1].log().neg() - old_sigma_down.log().neg()) / h
             phi1 = (-h).expm1() / -h
             phi2 = (phi1 - 1.0) / -h
             b1 = (phi1 - phi2 / c2).nan_to_num(nan=0.0)
@@ -167,10 +161,12 @@ def res_multistep(run: Run, x: Any, eta: float = 1.0, s_noise: float = 1.0,
             if cfg_pp:
                 x = x + (denoised - along)
             x = (-h).exp() * x + h * (b1 * along + b2 * old_denoised)
-        if sigma_next > 0 and eta > 0:
+        if eta > 0:
             x = x + noise(sigma, sigma_next) * s_noise * sigma_up
-        old_denoised, old_sigma_down = along, sigma_down
-    return x
+        old[:] = [along, sigma_down]
+        return x
+
+    return walk(run, x, step)
 
 
 def _ddpm_step(x: Any, sigma: Any, sigma_prev: Any, eps: Any, noise: Any) -> Any:
@@ -187,31 +183,29 @@ def _ddpm_step(x: Any, sigma: Any, sigma_prev: Any, eps: Any, noise: Any) -> Any
 
 def ddpm(run: Run, x: Any) -> Any:
     noise = step_noise(run, x)
-    sigmas, s_in = run.sigmas, run.s_in(x)
-    for i in range(len(sigmas) - 1):
+    sigmas = run.sigmas
+
+    def step(i: int, x: Any, denoised: Any) -> Any:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = run.model(x, sigma * s_in)
-        run.step_done(i, x, denoised)
         x = _ddpm_step(x / (1.0 + sigma ** 2.0).sqrt(), sigma, sigma_next,
                        (x - denoised) / sigma, noise)
-        if sigma_next != 0:
-            x = x * (1.0 + sigma_next ** 2.0).sqrt()
-    return x
+        return x * (1.0 + sigma_next ** 2.0).sqrt() if sigma_next != 0 else x
+
+    # the last step too: its float32 posterior mean is what ComfyUI gives, not the estimate
+    return walk(run, x, step, lands=False)
 
 
 def lcm(run: Run, x: Any, s_noise: float = 1.0) -> Any:
     """Latent consistency: jump to the estimate, renoise it to the next level."""
     noise = step_noise(run, x)
-    sigmas, s_in = run.sigmas, run.s_in(x)
-    for i in range(len(sigmas) - 1):
-        denoised = run.model(x, sigmas[i] * s_in)
-        run.step_done(i, x, denoised)
-        x = denoised
-        if sigmas[i + 1] > 0:
-            fresh = noise(sigmas[i], sigmas[i + 1])
-            x = run.ms.noise_scaling(sigmas[i + 1], fresh * s_noise if s_noise != 1.0
-                                     else fresh, x)
-    return x
+    sigmas = run.sigmas
+
+    def step(i: int, x: Any, denoised: Any) -> Any:
+        fresh = noise(sigmas[i], sigmas[i + 1])
+        return run.ms.noise_scaling(sigmas[i + 1], fresh * s_noise if s_noise != 1.0
+                                    else fresh, denoised)
+
+    return walk(run, x, step)
 
 
 SAMPLERS = {

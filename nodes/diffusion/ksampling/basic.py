@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Run
-from .modelsampling import flux_time_shift, time_snr_shift
 
 
 def to_d(x: Any, sigma: Any, denoised: Any) -> Any:
@@ -51,6 +50,8 @@ def sigma_of_half_log_snr(lam: Any, ms: Any) -> Any:
 
 def offset_first_sigma(sigmas: Any, ms: Any, percent: float = 1e-4) -> Any:
     """A flow schedule starting at sigma 1 (lambda -inf) starts a hair below it instead."""
+    from .modelsampling import flux_time_shift, time_snr_shift
+
     if len(sigmas) > 1 and ms.flow and sigmas[0] >= 1:
         # ComfyUI's percent_to_sigma in double precision: lambda is steep near sigma 1, so
         # the float32 timestep path is off by 1e-4 in the final latent
@@ -58,3 +59,16 @@ def offset_first_sigma(sigmas: Any, ms: Any, percent: float = 1e-4) -> Any:
         sigmas = sigmas.clone()
         sigmas[0] = flux_time_shift(ms.shift, 1.0, t) if ms.flux else time_snr_shift(ms.shift, t)
     return sigmas
+
+
+def walk(run: Run, x: Any, step: Any, sigmas: Any = None, lands: bool = True) -> Any:
+    """The loop most samplers share: the estimate at each sigma (then the callback), and
+    `step(i, x, denoised)` on to the next sigma; a step to sigma 0 lands on the estimate
+    (unless not `lands`: then `step` takes that one too)."""
+    sigmas = run.sigmas if sigmas is None else sigmas
+    s_in = run.s_in(x)
+    for i in range(len(sigmas) - 1):
+        denoised = run.model(x, sigmas[i] * s_in)
+        run.step_done(i, x, denoised)
+        x = denoised if lands and sigmas[i + 1] == 0 else step(i, x, denoised)
+    return x

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .base import Run
-from .basic import get_ancestral_step, half_log_snr, offset_first_sigma, sigma_of_half_log_snr
+from .basic import get_ancestral_step, half_log_snr, offset_first_sigma, sigma_of_half_log_snr, walk
 from .noise import NoiseSampler, step_noise, tree_noise
 
 
@@ -40,21 +40,17 @@ def dpmpp_sde(run: Run, x: Any, eta: float = 1.0, s_noise: float = 1.0,
     ms, s_in = run.ms, run.s_in(x)
     sigmas = offset_first_sigma(run.sigmas, ms)
     fac = 1 / (2 * r)
-    for i in range(len(sigmas) - 1):
+
+    def step(i: int, x: Any, denoised: Any) -> Any:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = run.model(x, sigma * s_in)
-        run.step_done(i, x, denoised)
-        if sigma_next == 0:
-            x = denoised
-            continue
         lam_s, lam_t = half_log_snr(sigma, ms), half_log_snr(sigma_next, ms)
         lam_1 = lam_s + r * (lam_t - lam_s)
         sigma_1 = sigma_of_half_log_snr(lam_1, ms)
         x_2 = _substep(x, denoised, lam_s, lam_1, sigma, sigma_1, eta, noise)
-        denoised_2 = run.model(x_2, sigma_1 * s_in)
-        blend = (1 - fac) * denoised + fac * denoised_2
-        x = _substep(x, blend, lam_s, lam_t, sigma, sigma_next, eta, noise)
-    return x
+        blend = (1 - fac) * denoised + fac * run.model(x_2, sigma_1 * s_in)
+        return _substep(x, blend, lam_s, lam_t, sigma, sigma_next, eta, noise)
+
+    return walk(run, x, step, sigmas)
 
 
 def _multistep_sde(run: Run, x: Any, order: int = 2, midpoint: bool = False,
@@ -64,41 +60,40 @@ def _multistep_sde(run: Run, x: Any, order: int = 2, midpoint: bool = False,
     if len(run.sigmas) <= 1:
         return x
     noise = tree_noise(run, x)
-    ms, s_in = run.ms, run.s_in(x)
+    ms = run.ms
     sigmas = offset_first_sigma(run.sigmas, ms)
-    denoised_1 = denoised_2 = h = h_1 = h_2 = None
-    for i in range(len(sigmas) - 1):
+    history: list[tuple[Any, Any]] = []  # (denoised, h) of the steps before, newest first
+
+    def step(i: int, x: Any, denoised: Any) -> Any:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = run.model(x, sigma * s_in)
-        run.step_done(i, x, denoised)
-        if sigma_next == 0:
-            x = denoised
-        else:
-            lam_s, lam_t = half_log_snr(sigma, ms), half_log_snr(sigma_next, ms)
-            h = lam_t - lam_s
-            h_eta = h * (eta + 1)
-            alpha_t = sigma_next * lam_t.exp()
-            x = sigma_next / sigma * (-h * eta).exp() * x \
-                + alpha_t * (-h_eta).expm1().neg() * denoised
-            if h_1 is not None:
-                phi_2 = h_eta.neg().expm1() / h_eta + 1
-                d1_0 = (denoised - denoised_1) / (h_1 / h)
-                if order == 3 and h_2 is not None:
-                    r0, r1 = h_1 / h, h_2 / h
-                    d1_1 = (denoised_1 - denoised_2) / r1
-                    d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
-                    d2 = (d1_0 - d1_1) / (r0 + r1)
-                    x = x + (alpha_t * phi_2) * d1 - (alpha_t * (phi_2 / h_eta - 0.5)) * d2
-                elif midpoint:
-                    x = x + 0.5 * alpha_t * (-h_eta).expm1().neg() * d1_0
-                else:
-                    x = x + (alpha_t * phi_2) * d1_0
-            if eta > 0 and s_noise > 0:
-                x = x + noise(sigma, sigma_next) * sigma_next \
-                    * (-2 * h * eta).expm1().neg().sqrt() * s_noise
-        denoised_1, denoised_2 = denoised, denoised_1
-        h_1, h_2 = h, h_1
-    return x
+        lam_s, lam_t = half_log_snr(sigma, ms), half_log_snr(sigma_next, ms)
+        h = lam_t - lam_s
+        h_eta = h * (eta + 1)
+        alpha_t = sigma_next * lam_t.exp()
+        x = sigma_next / sigma * (-h * eta).exp() * x \
+            + alpha_t * (-h_eta).expm1().neg() * denoised
+        if history:
+            phi_2 = h_eta.neg().expm1() / h_eta + 1
+            denoised_1, h_1 = history[0]
+            d1_0 = (denoised - denoised_1) / (h_1 / h)
+            if order == 3 and len(history) > 1:
+                denoised_2, h_2 = history[1]
+                r0, r1 = h_1 / h, h_2 / h
+                d1_1 = (denoised_1 - denoised_2) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                x = x + (alpha_t * phi_2) * d1 - (alpha_t * (phi_2 / h_eta - 0.5)) * d2
+            elif midpoint:
+                x = x + 0.5 * alpha_t * (-h_eta).expm1().neg() * d1_0
+            else:
+                x = x + (alpha_t * phi_2) * d1_0
+        if eta > 0 and s_noise > 0:
+            x = x + noise(sigma, sigma_next) * sigma_next \
+                * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+        history[:] = [(denoised, h), *history][:2]
+        return x
+
+    return walk(run, x, step, sigmas)
 
 
 def _er_noise_scaler(x: Any) -> Any:
@@ -112,41 +107,38 @@ def er_sde(run: Run, x: Any, s_noise: float = 1.0, max_stage: int = 3,
     import torch
 
     noise = step_noise(run, x)
-    ms, s_in = run.ms, run.s_in(x)
+    ms = run.ms
     sigmas = offset_first_sigma(run.sigmas, ms)
     er_lambdas = half_log_snr(sigmas, ms).neg().exp()
     points = torch.arange(0, 200.0, dtype=torch.float32, device=x.device)
-    old_denoised = old_denoised_d = None
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = run.model(x, sigma * s_in)
-        run.step_done(i, x, denoised)
+    old: dict[str, Any] = {}  # the last step's estimate and its divided difference
+
+    def step(i: int, x: Any, denoised: Any) -> Any:
         stage = min(max_stage, i + 1)
-        if sigma_next == 0:
-            x = denoised
-        else:
-            er_s, er_t = er_lambdas[i], er_lambdas[i + 1]
-            alpha_s, alpha_t = sigma / er_s, sigma_next / er_t
-            r = noise_scaler(er_t) / noise_scaler(er_s)
-            x = alpha_t / alpha_s * r * x + alpha_t * (1 - r) * denoised
-            if stage >= 2:
-                dt = er_t - er_s
-                step = -dt / 200.0
-                pos = er_t + points * step
-                scaled = noise_scaler(pos)
-                denoised_d = (denoised - old_denoised) / (er_s - er_lambdas[i - 1])
-                s = torch.sum(1 / scaled) * step
-                x = x + alpha_t * (dt + s * noise_scaler(er_t)) * denoised_d
-                if stage >= 3:
-                    s_u = torch.sum((pos - er_s) / scaled) * step
-                    denoised_u = (denoised_d - old_denoised_d) / ((er_s - er_lambdas[i - 2]) / 2)
-                    x = x + alpha_t * ((dt ** 2) / 2 + s_u * noise_scaler(er_t)) * denoised_u
-                old_denoised_d = denoised_d
-            if s_noise > 0:
-                spread = (er_t ** 2 - er_s ** 2 * r ** 2).sqrt().nan_to_num(nan=0.0)
-                x = x + alpha_t * noise(sigma, sigma_next) * s_noise * spread
-        old_denoised = denoised
-    return x
+        er_s, er_t = er_lambdas[i], er_lambdas[i + 1]
+        alpha_s, alpha_t = sigmas[i] / er_s, sigmas[i + 1] / er_t
+        r = noise_scaler(er_t) / noise_scaler(er_s)
+        x = alpha_t / alpha_s * r * x + alpha_t * (1 - r) * denoised
+        if stage >= 2:
+            dt = er_t - er_s
+            width = -dt / 200.0
+            pos = er_t + points * width
+            scaled = noise_scaler(pos)
+            denoised_d = (denoised - old["denoised"]) / (er_s - er_lambdas[i - 1])
+            s = torch.sum(1 / scaled) * width
+            x = x + alpha_t * (dt + s * noise_scaler(er_t)) * denoised_d
+            if stage >= 3:
+                s_u = torch.sum((pos - er_s) / scaled) * width
+                denoised_u = (denoised_d - old["d"]) / ((er_s - er_lambdas[i - 2]) / 2)
+                x = x + alpha_t * ((dt ** 2) / 2 + s_u * noise_scaler(er_t)) * denoised_u
+            old["d"] = denoised_d
+        if s_noise > 0:
+            spread = (er_t ** 2 - er_s ** 2 * r ** 2).sqrt().nan_to_num(nan=0.0)
+            x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * spread
+        old["denoised"] = denoised
+        return x
+
+    return walk(run, x, step, sigmas)
 
 
 def _phi_1(h: Any) -> Any:
@@ -171,13 +163,9 @@ def _seeds(run: Run, x: Any, stages: Sequence[Stage], eta: float = 1.0,
     inject = eta > 0 and s_noise > 0
     ms, s_in = run.ms, run.s_in(x)
     sigmas = offset_first_sigma(run.sigmas, ms)
-    for i in range(len(sigmas) - 1):
+
+    def step(i: int, x: Any, denoised: Any) -> Any:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = run.model(x, sigma * s_in)
-        run.step_done(i, x, denoised)
-        if sigma_next == 0:
-            x = denoised
-            continue
         lam_s, lam_t = half_log_snr(sigma, ms), half_log_snr(sigma_next, ms)
         h = lam_t - lam_s
         h_eta = h * (eta + 1)
@@ -186,20 +174,19 @@ def _seeds(run: Run, x: Any, stages: Sequence[Stage], eta: float = 1.0,
             last = k == len(stages) - 1
             lam = lam_t if last else lam_s.lerp(lam_t, r)
             sigma_r = sigma_next if last else sigma_of_half_log_snr(lam, ms)
-            alpha_r = sigma_r * lam.exp()
             mix = sum(w * e for w, e in zip(weights(h_eta), estimates) if w is not None)
-            x_r = sigma_r / sigma * (-r * h * eta).exp() * x - alpha_r * mix
+            x_r = sigma_r / sigma * (-r * h * eta).exp() * x - sigma_r * lam.exp() * mix
             if inject:
                 segment = (r_prev - r) * h * eta
                 path = path * segment.exp() \
                     + segment.mul(2).expm1().neg().sqrt() * noise(sigma_prev, sigma_r)
                 x_r = x_r + path * sigma_r * s_noise
             r_prev, sigma_prev = r, sigma_r
-            if last:
-                x = x_r
-            else:
+            if not last:
                 estimates.append(run.model(x_r, sigma_r * s_in))
-    return x
+        return x_r
+
+    return walk(run, x, step, sigmas)
 
 
 def seeds_2(run: Run, x: Any, eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5,
