@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared/data/comfyui-reference"
+# the nearest shared/ above the checkout: beside it (/work/main) or above a worktree (/work/wt/x)
+REFERENCE = next((p / "shared/data/comfyui-reference" for p in Path(__file__).resolve().parents
+                  if (p / "shared/data/comfyui-reference").is_dir()),
+                 Path(__file__).resolve().parents[2] / "shared/data/comfyui-reference")
 needs_reference = pytest.mark.skipif(
     not (REFERENCE / "trajectories.json").is_file(),
     reason="needs ../shared/data/comfyui-reference beside the checkout")

@@ -27,7 +27,8 @@ NAMES = (
     "exp_heun_2_x0_sde", "ddim", "uni_pc", "uni_pc_bh2")
 
 # each module holds a SAMPLERS dict of its own: name -> sampler
-_MODULES = ("basic", "singlestep", "multistep", "dpm_solver", "unipc")
+_MODULES = ("basic", "singlestep", "multistep", "dpm_solver", "unipc", "ancestral", "sde",
+            "sa_solver")
 
 
 def _table() -> dict[str, Sampler]:

@@ -28,16 +28,28 @@ def euler(run: Run, x: Any) -> Any:
 SAMPLERS = {"euler": euler}
 
 
-def walk(run: Run, x: Any, step: Callable[[int, Any, Any], Any],
-         sigmas: Any = None) -> Any:
-    """The sampling loop: each step's model call at sigmas[i] (run.sigmas unless given),
-    reported to the callback, then `step(i, x, denoised)` for the next x."""
+def get_ancestral_step(sigma_from: Any, sigma_to: Any, eta: float = 1.0) -> tuple[Any, Any]:
+    """The level an ancestral step goes down to and the noise it adds back (k-diffusion's),
+    so that sigma_down^2 + sigma_up^2 = sigma_to^2."""
+    if not eta:
+        return sigma_to, 0.0
+    # builtin min on purpose: a NaN bound (sigma_from infinite) keeps sigma_to, as ComfyUI
+    sigma_up = min(sigma_to, eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2)
+                                    / sigma_from ** 2) ** 0.5)
+    return (sigma_to ** 2 - sigma_up ** 2) ** 0.5, sigma_up
+
+
+def walk(run: Run, x: Any, step: Callable[[int, Any, Any], Any], sigmas: Any = None,
+         lands: bool = False) -> Any:
+    """The loop most samplers share: the estimate at each sigma (run.sigmas unless given),
+    reported to the callback, then `step(i, x, denoised)` on to the next sigma; with
+    `lands`, a step to sigma 0 lands on the estimate instead."""
     sigmas = run.sigmas if sigmas is None else sigmas
     s_in = run.s_in(x)
     for i in range(len(sigmas) - 1):
         denoised = run.model(x, sigmas[i] * s_in)
         run.step_done(i, x, denoised)
-        x = step(i, x, denoised)
+        x = denoised if lands and sigmas[i + 1] == 0 else step(i, x, denoised)
     return x
 
 

@@ -23,6 +23,8 @@ class ModelSampling:
     multiplier: float = 1000.0
     flux: bool = False
     sigma_data: float = 1.0
+    # discrete models: float32 logs of the float64 sigmas, as ComfyUI stores them
+    stored_log_sigmas: Any = None
 
     @property
     def flow(self) -> bool:
@@ -66,18 +68,23 @@ class ModelSampling:
         return log_sigma.exp().to(t.device)
 
     def percent_to_sigma(self, percent: float) -> float:
+        """The sigma a share of the way through sampling (flow models in double precision,
+        as ComfyUI computes it: near sigma 1 the half-log-SNR is steep)."""
         if percent <= 0.0:
-            return 999999999.9 if not self.flow else 1.0
+            return 1.0 if self.flow else 999999999.9
         if percent >= 1.0:
             return 0.0
         if self.flow:
-            return float(self.sigma(1.0 - percent) if self.flux
-                         else self.sigma((1.0 - percent) * self.multiplier))
+            t = 1.0 - percent
+            return float(flux_time_shift(self.shift, 1.0, t) if self.flux
+                         else time_snr_shift(self.shift, t))
         return float(self.sigma(999 * (1.0 - percent)))
 
     @property
     def log_sigmas(self) -> Any:
-        return self.sigmas.log()
+        if self.stored_log_sigmas is None:
+            self.stored_log_sigmas = self.sigmas.log()
+        return self.stored_log_sigmas
 
     # ---- the model's input and output ------------------------------------------------
     def noise_scaling(self, sigma: Any, noise: Any, latent: Any,
@@ -138,7 +145,7 @@ def discrete(prediction: str = EPS, beta_start: float = 0.00085, beta_end: float
         raise ValueError(f"beta schedule {schedule!r}")
     alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
     sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
-    return ModelSampling(prediction, sigmas.float())
+    return ModelSampling(prediction, sigmas.float(), stored_log_sigmas=sigmas.log().float())
 
 
 def discrete_flow(shift: float = 3.0, multiplier: float = 1000.0,
