@@ -217,6 +217,8 @@ SAMPLERS = {
     "dpmpp_2s_ancestral_cfg_pp": functools.partial(dpmpp_2s_ancestral, cfg_pp=True),
     "ddpm": ddpm,
     "lcm": lcm,
+    "res_multistep": functools.partial(res_multistep, eta=0.0),
+    "res_multistep_cfg_pp": functools.partial(res_multistep, eta=0.0, cfg_pp=True),
     "res_multistep_ancestral": res_multistep,
     "res_multistep_ancestral_cfg_pp": functools.partial(res_multistep, cfg_pp=True),
 }

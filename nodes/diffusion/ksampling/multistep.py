@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import Run
-from .basic import guide, half_log_snr, to_d, walk
+from .basic import guide, to_d, walk
 from .deis import deis_coefficients
 
 # Adams-Bashforth numerators and denominator by order (iPNDM)
@@ -165,36 +165,6 @@ def _dpmpp_2m(cfg_pp: bool) -> Callable[[Run, Any], Any]:
     return sampler
 
 
-def _res_multistep(cfg_pp: bool) -> Callable[[Run, Any], Any]:
-    """The second-order RES multistep (arXiv 2308.02157) in log-sigma time."""
-
-    def sampler(run: Run, x: Any) -> Any:
-        sigmas = run.sigmas
-
-        def step(i: int, x: Any, denoised: Any, uncond: Any, memory: dict) -> Any:
-            s, s_next = sigmas[i], sigmas[i + 1]
-            old = memory.get("old")
-            memory["old"] = uncond if cfg_pp else denoised
-            if s_next == 0 or old is None:
-                if cfg_pp:
-                    return denoised + to_d(x, s, uncond) * s_next
-                return x + to_d(x, s, denoised) * (s_next - s)
-            t, t_next = _t(s), _t(s_next)
-            h = t_next - t
-            c2 = (_t(sigmas[i - 1]) - t) / h
-            phi1 = (-h).expm1() / -h
-            phi2 = (phi1 - 1.0) / -h
-            b1 = (phi1 - phi2 / c2).nan_to_num(nan=0.0)
-            b2 = (phi2 / c2).nan_to_num(nan=0.0)
-            if cfg_pp:
-                x, denoised = x + (denoised - uncond), uncond
-            return h.neg().exp() * x + h * (b1 * denoised + b2 * old)
-
-        return _estimate_multistep(run, x, step)
-
-    return sampler
-
-
 def _gradient_estimation(cfg_pp: bool, gamma: float = 2.0) -> Callable[[Run, Any], Any]:
     """Euler plus (gamma - 1) times the change of the slope since the last step."""
 
@@ -217,25 +187,8 @@ def _gradient_estimation(cfg_pp: bool, gamma: float = 2.0) -> Callable[[Run, Any
     return sampler
 
 
-def euler_cfg_pp(run: Run, x: Any) -> Any:
-    """Euler from the guided estimate along the unconditional slope (CFG++), with the
-    data scale alpha = sigma * exp(half-log-SNR) of the model family."""
-    sigmas, ms = run.sigmas, run.ms
-
-    def step(i: int, x: Any, denoised: Any, uncond: Any, memory: dict) -> Any:
-        s, s_next = sigmas[i], sigmas[i + 1]
-        if s_next == 0:
-            return denoised
-        alpha_s = s * half_log_snr(s, ms).exp()
-        alpha_t = s_next * half_log_snr(s_next, ms).exp()
-        return alpha_t * denoised + s_next * to_d(x, s, alpha_s * uncond)
-
-    return _estimate_multistep(run, x, step)
-
-
 SAMPLERS = {
-    "euler_cfg_pp": euler_cfg_pp, "lms": lms, "dpmpp_2m": _dpmpp_2m(False),
+    "lms": lms, "dpmpp_2m": _dpmpp_2m(False),
     "dpmpp_2m_cfg_pp": _dpmpp_2m(True), "ipndm": ipndm, "ipndm_v": ipndm_v, "deis": deis,
-    "res_multistep": _res_multistep(False), "res_multistep_cfg_pp": _res_multistep(True),
     "gradient_estimation": _gradient_estimation(False),
     "gradient_estimation_cfg_pp": _gradient_estimation(True)}
