@@ -343,12 +343,11 @@ def test_drop_workflow_png_and_images(qtbot, window, tmp_path):
     win.drop_files([plain], QPointF(10, 20))
     (node,) = list(win.doc.graph)
     assert node.type == "load_image" and node.params["path"] == str(plain)
-    from engine.pngmeta import itxt_chunk
+    from engine.pngmeta import png_info
 
-    data = plain.read_bytes()
     text = EXAMPLE.read_text()
     embedded = tmp_path / "made.png"
-    embedded.write_bytes(data[:-12] + itxt_chunk("loom.workflow", text) + data[-12:])
+    Image.new("RGB", (8, 8), "red").save(embedded, pnginfo=png_info({"loom.workflow": text}))
     win.doc.undo.setClean()
     win.drop_files([embedded], QPointF(0, 0))
     assert "sky_only" in win.doc.graph
