@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from engine import WorkflowError, validate
@@ -204,3 +206,20 @@ def test_loom_run_makes_the_image_an_a1111_png_describes(tmp_path):
     made = Path(r.stdout.split()[-1])
     assert Image.open(made).size == (64, 64)
     assert detect(made) == Format.LOOM_PNG  # and it carries the converted graph
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=300) | st.lists(
+    st.sampled_from(["Steps: ", "Sampler: ", "Size: ", "Seed: ", "CFG scale: ", "Clip skip: ",
+                     "Schedule type: ", "Negative prompt:", "\n", ", ", '"', "1e999", "-3",
+                     "DPM++ 2M Karras", "512x", "x", "9" * 40, "<a:b>", "Model: m"]),
+    max_size=30).map("".join))
+def test_any_parameters_text_opens_or_says_why(text, tmp_path, builtin_registry):
+    path = png(tmp_path / "fuzz.png", parameters=text)
+    try:
+        opened = open_file(path, registry=builtin_registry)
+    except WorkflowError:
+        return
+    json.dumps(opened.report.to_dict(), allow_nan=False)
+    validate(opened.graph)

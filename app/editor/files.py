@@ -22,7 +22,7 @@ class FileActions:
     def update_title(self) -> None:
         name = self.doc.path.name if self.doc.path else "Untitled"
         if self.doc.path is None and self.import_report is not None:
-            name = f"{Path(self.import_report.file).name} (from ComfyUI)"
+            name = f"{Path(self.import_report.file).name} (from {self.import_report.source})"
         self.setWindowModified(self.doc.dirty)
         self.setWindowTitle(f"{name}[*] — Loom")
 
@@ -71,9 +71,9 @@ class FileActions:
             self.open_path(Path(path), ask=False)
 
     def open_path(self, path: Path, ask: bool = True) -> bool:
-        """Open a Loom workflow (.json, or a PNG holding one) or a ComfyUI one, converted:
+        """Open a Loom workflow (.json, or a PNG holding one) or a ComfyUI or A1111 one, converted:
         its report joins the problems panel, and Save asks for a new file name so the
-        ComfyUI file is never overwritten."""
+        imported file is never overwritten."""
         if ask and not self.confirm_discard():
             return False
         from engine.formats import Format, open_file

@@ -10,6 +10,7 @@ graph cannot hold is added to that report. The whole text is kept in the graph's
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,14 +145,17 @@ def _node(class_type: str, **inputs: Any) -> dict[str, Any]:
 
 
 def _number(text: str) -> Any:
-    """An int or float from the text; the text itself otherwise, for the converter's checks
-    to report against the input it was meant for."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    """An int or (finite) float from the text; the text itself otherwise, for the
+    converter's checks to report against the input it was meant for."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if math.isfinite(value) else text
 
 
 def _size(text: str | None, issues: list[Issue]) -> tuple[Any, Any]:
