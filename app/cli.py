@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
 
     im = sub.add_parser("import", help="convert a ComfyUI workflow (API or UI JSON, or a "
-                        "ComfyUI PNG) and report what could not be carried over")
+                        "ComfyUI PNG) or an A1111/Forge PNG's generation parameters, and "
+                        "report what could not be carried over")
     im.add_argument("workflow")
     im.add_argument("-o", "--output", metavar="OUT.json", help="write the Loom workflow here")
     im.add_argument("--models", action="append", metavar="DIR",
@@ -139,36 +140,22 @@ def _say(text: Any, file: Any = None) -> None:
 
 
 def _load(path: str, args=None, quiet: bool = False):
-    """A workflow from a .json file, a PNG Loom saved, or a ComfyUI file (API or UI JSON, or
-    a ComfyUI PNG), converted on the fly with its report on stderr. Exits 2 with a clear
-    message when the file is none of these."""
+    """A workflow from any file `engine.formats` opens (Loom's JSON or PNG, ComfyUI's API or
+    UI JSON or PNG, an A1111 PNG), a converted one with its report on stderr. Exits 2 with a
+    clear message when the file is none of these."""
     from engine import WorkflowError
-    from engine.comfyui import open_workflow
+    from engine.formats import open_file
 
     try:
-        graph, report = open_workflow(path, models=_folders(args) if args else None)
+        opened = open_file(path, models=_folders(args) if args else None)
     except WorkflowError as exc:
         _err(str(exc))
         raise SystemExit(EXIT_INVALID) from None
+    graph, report = opened.graph, opened.report
     graph.comfyui_report = report
     if report is not None and not quiet:
         _say(report.text(), file=sys.stderr)
     return graph
-
-
-def _workflow_text_from_png(path: str) -> str:
-    from engine import WorkflowError
-    from engine.pngmeta import WORKFLOW_KEY, NotPNG, read_text
-
-    try:
-        chunks = read_text(path)
-    except (OSError, NotPNG) as exc:
-        raise WorkflowError(path, "", f"cannot read a PNG: {exc}") from None
-    if WORKFLOW_KEY in chunks:
-        return chunks[WORKFLOW_KEY]
-    if "workflow" in chunks or "prompt" in chunks:
-        raise WorkflowError(path, "", "this PNG holds a ComfyUI workflow, not a Loom one")
-    raise WorkflowError(path, "", "this PNG holds no workflow")
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -356,14 +343,18 @@ def cmd_validate(args) -> int:
 def cmd_import(args) -> int:
     from engine import WorkflowError
     from engine import workflow as wf
-    from engine.comfyui import load
+    from engine.formats import open_file
 
     if _refuse_input_as_output(args):
         return EXIT_INVALID
     try:
-        graph, report = load(args.workflow, models=_folders(args))
+        opened = open_file(args.workflow, models=_folders(args))
     except WorkflowError as exc:
         _err(str(exc))
+        return EXIT_INVALID
+    graph, report = opened.graph, opened.report
+    if report is None:
+        _err(f"{args.workflow}: already a Loom workflow ({opened.format}); nothing to convert")
         return EXIT_INVALID
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -419,10 +410,11 @@ def cmd_nodes(args) -> int:
 
 def cmd_extract(args) -> int:
     from engine import WorkflowError
+    from engine.formats import embedded_workflow
     from engine.text import json_printable
 
     try:
-        text = _workflow_text_from_png(args.image)
+        text = embedded_workflow(args.image)
     except WorkflowError as exc:
         _err(str(exc))
         return EXIT_INVALID

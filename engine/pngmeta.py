@@ -1,5 +1,5 @@
-"""Read and write PNG text chunks without any imaging library: workflow files travel
-inside output PNGs, and reading them must stay cheap and safe.
+"""PNG text chunks: workflow files travel inside output PNGs. Reading needs no imaging
+library and must stay cheap and safe; writing goes through Pillow's `PngInfo`.
 
 Reading streams the file chunk by chunk (image data is skipped, never read), decodes only
 the text chunks Loom uses, and inflates them through a bounded zlib stream with one budget
@@ -12,9 +12,12 @@ import struct
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .fsutil import IMAGE_LIMIT, open_user_file
+
+if TYPE_CHECKING:
+    from PIL.PngImagePlugin import PngInfo
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WORKFLOW_KEY = "loom.workflow"
@@ -92,9 +95,12 @@ class _Reader:
         return out
 
 
-def itxt_chunk(key: str, text: str) -> bytes:
-    """A compressed iTXt chunk (UTF-8 safe)."""
-    # keyword, NUL, compressed flag 1, method 0, empty language tag and translated keyword
-    body = key.encode("latin-1") + b"\0\1\0\0\0" + zlib.compress(text.encode("utf-8"), 9)
-    crc = zlib.crc32(b"iTXt" + body)
-    return struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", crc)
+def png_info(texts: dict[str, str]) -> PngInfo:
+    """Pillow's `PngInfo` holding `texts` as compressed iTXt chunks (UTF-8 safe), for
+    `Image.save(..., pnginfo=...)`."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, text in texts.items():
+        info.add_itxt(key, text, zip=True)
+    return info

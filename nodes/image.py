@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.errors import InputError, PartialOutput
 from engine.fsutil import remove_stale_temps, write_new
-from engine.pngmeta import WORKFLOW_KEY, itxt_chunk
+from engine.pngmeta import WORKFLOW_KEY, png_info
 from engine.spec import Choice, Float, In, Int, Node, Output, String
 from engine.types import T
 
@@ -146,12 +146,9 @@ class SaveImage(Node):
 
 def _png_bytes(img, workflow_text: str | None) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=4)
-    data = buf.getvalue()
-    if workflow_text is None:
-        return data
-    # The text chunk goes right before IEND (the last 12 bytes).
-    return data[:-12] + itxt_chunk(WORKFLOW_KEY, workflow_text) + data[-12:]
+    info = png_info({WORKFLOW_KEY: workflow_text}) if workflow_text is not None else None
+    img.save(buf, format="PNG", compress_level=4, pnginfo=info)
+    return buf.getvalue()
 
 
 class PreviewImage(Node):

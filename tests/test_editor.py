@@ -343,12 +343,11 @@ def test_drop_workflow_png_and_images(qtbot, window, tmp_path):
     win.drop_files([plain], QPointF(10, 20))
     (node,) = list(win.doc.graph)
     assert node.type == "load_image" and node.params["path"] == str(plain)
-    from engine.pngmeta import itxt_chunk
+    from engine.pngmeta import png_info
 
-    data = plain.read_bytes()
     text = EXAMPLE.read_text()
     embedded = tmp_path / "made.png"
-    embedded.write_bytes(data[:-12] + itxt_chunk("loom.workflow", text) + data[-12:])
+    Image.new("RGB", (8, 8), "red").save(embedded, pnginfo=png_info({"loom.workflow": text}))
     win.doc.undo.setClean()
     win.drop_files([embedded], QPointF(0, 0))
     assert "sky_only" in win.doc.graph
@@ -618,3 +617,22 @@ def test_comfyui_files_open_converted_with_their_report(qtbot, window, tmp_path)
     assert not any(n.type == "load_image" for n in win.doc.graph)
     win.new_workflow()
     assert win.import_report is None and win.problems.count() <= 1
+
+
+def test_an_a1111_png_dropped_opens_as_its_text_to_image_graph(qtbot, window, tmp_path):
+    from PIL import Image
+
+    from engine.pngmeta import png_info
+
+    png = tmp_path / "00001-1234.png"
+    Image.new("RGB", (8, 8)).save(png, pnginfo=png_info({"parameters": (
+        "a red square\nSteps: 4, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 64x64, "
+        "Model: loom-shapes, ENSD: 31337")}))
+    win = window
+    win.drop_files([png], QPointF(0, 0))
+    assert win.doc.graph.nodes["sampler"].params["seed"] == 5
+    assert not any(n.type == "load_image" for n in win.doc.graph)
+    assert win.windowTitle().startswith("00001-1234.png (from A1111)")
+    assert "Converted from A1111" in win.statusBar().currentMessage()
+    rows = [win.problems.item(i).text() for i in range(win.problems.count())]
+    assert any("A1111 import" in r and "ENSD" in r for r in rows)

@@ -33,7 +33,7 @@ from engine.fsutil import (
     remove_stale_temps,
     write_new,
 )
-from engine.pngmeta import PNG_SIGNATURE, WORKFLOW_KEY, itxt_chunk, read_text
+from engine.pngmeta import PNG_SIGNATURE, WORKFLOW_KEY, read_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "comfyui"
@@ -64,6 +64,12 @@ def simple_workflow(path: Path, version: int = 1, batch: int = 1, prefix: str = 
 
 def chunk(ctype: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+
+
+def itxt_chunk(key: str, text: str) -> bytes:
+    """A compressed iTXt chunk, built by hand (Loom writes them through Pillow's PngInfo)."""
+    return chunk(b"iTXt", key.encode("latin-1") + b"\0\1\0\0\0"
+                 + zlib.compress(text.encode("utf-8"), 9))
 
 
 def png_with(*chunks: bytes, size=(1, 1)) -> bytes:

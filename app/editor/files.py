@@ -22,7 +22,7 @@ class FileActions:
     def update_title(self) -> None:
         name = self.doc.path.name if self.doc.path else "Untitled"
         if self.doc.path is None and self.import_report is not None:
-            name = f"{Path(self.import_report.file).name} (from ComfyUI)"
+            name = f"{Path(self.import_report.file).name} (from {self.import_report.source})"
         self.setWindowModified(self.doc.dirty)
         self.setWindowTitle(f"{name}[*] — Loom")
 
@@ -71,18 +71,21 @@ class FileActions:
             self.open_path(Path(path), ask=False)
 
     def open_path(self, path: Path, ask: bool = True) -> bool:
-        """Open a Loom workflow (.json, or a PNG holding one) or a ComfyUI one, converted:
+        """Open a Loom workflow (.json, or a PNG holding one) or a ComfyUI or A1111 one, converted:
         its report joins the problems panel, and Save asks for a new file name so the
-        ComfyUI file is never overwritten."""
+        imported file is never overwritten."""
         if ask and not self.confirm_discard():
             return False
+        from engine.formats import Format, open_file
+
         try:
-            graph, report = self.read_workflow(path)
+            opened = open_file(path, registry=self.registry, models=self.model_folders())
         except (WorkflowError, OSError, ValueError) as exc:
             QMessageBox.warning(self, "Cannot open", f"{path.name}: {exc}")
             return False
+        graph, report = opened.graph, opened.report
         self.import_report = report
-        own = path.suffix.lower() == ".json" and report is None
+        own = opened.format == Format.LOOM_JSON
         self.doc.replace(graph, path if own else None)
         self.run_state.clear()
         if own:
@@ -92,7 +95,7 @@ class FileActions:
         self.refresh_problems()
         if report is not None:
             self.statusBar().showMessage(
-                f"Converted from ComfyUI: {report.mapped_count} node(s) mapped, "
+                f"Converted from {report.source}: {report.mapped_count} node(s) mapped, "
                 f"{report.placeholder_count} kept as placeholders, "
                 f"{len(report.values) + len(report.links) + len(report.models)} issue(s) "
                 "listed under Problems", 15000)
@@ -104,12 +107,6 @@ class FileActions:
             self.statusBar().showMessage("Unknown node types kept as placeholders: "
                                          + ", ".join(unknown), 10000)
         return True
-
-    def read_workflow(self, path: Path):
-        """(graph, ComfyUI import report or None) for a workflow file of either kind."""
-        from engine.comfyui import open_workflow
-
-        return open_workflow(path, registry=self.registry, models=self.model_folders())
 
     def save(self) -> bool:
         if self.doc.path is None:
@@ -190,26 +187,18 @@ class FileActions:
         event.acceptProposedAction()
 
     def drop_files(self, paths: list[Path], scene_pos: QPointF) -> None:
-        """A workflow (.json, or a PNG holding one) opens; other images become Load Image
-        nodes where they were dropped."""
+        """A workflow (.json, or a PNG holding one: Loom's, ComfyUI's or A1111's) opens;
+        other images become Load Image nodes where they were dropped."""
+        from engine.formats import detect
+
         for i, path in enumerate(paths):
             suffix = path.suffix.lower()
             if suffix == ".json":
                 self.open_path(path)
                 return
             if suffix in IMAGE_SUFFIXES:
-                chunks = self._png_text(path) if suffix == ".png" else {}
-                if "loom.workflow" in chunks or "workflow" in chunks or "prompt" in chunks:
-                    self.open_path(path)  # Loom's own, or ComfyUI's converted
+                if suffix == ".png" and detect(path) is not None:
+                    self.open_path(path)
                     return
                 self.add_node("load_image", scene_pos + QPointF(30 * i, 30 * i),
                               path=os.fspath(path))
-
-    @staticmethod
-    def _png_text(path: Path) -> dict[str, str]:
-        from engine.pngmeta import read_text
-
-        try:
-            return read_text(path)
-        except Exception:
-            return {}

@@ -93,13 +93,13 @@ class RunActions:
                 msg += f" (expected {pr.expected}" + (f", got {pr.got}" if pr.got else "") + ")"
             rows.append((pr.node, pr.severity, f"{where}: {msg}" if where else msg))
         report = self.import_report
-        if report is not None:  # what the ComfyUI import could not carry, until a new file
+        if report is not None:  # what the import could not carry, until a new file
             for node, inp, msg in report.problems():
                 if node in self.doc.graph and "placeholder" in msg:
                     continue  # validation already lists each placeholder
                 title = self.doc.title_of(node) if node in self.doc.graph else node
                 rows.append((node if node in self.doc.graph else None, "warning",
-                             f"ComfyUI import · {title}" + (f" · {inp}" if inp else "")
+                             f"{report.source} import · {title}" + (f" · {inp}" if inp else "")
                              + f": {msg}"))
         self.problems.show_problems(rows)
 
