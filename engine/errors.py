@@ -70,7 +70,11 @@ def _short(value: Any, limit: int = 80) -> str:
     shape = getattr(value, "shape", None)
     if shape is not None and hasattr(value, "dtype"):
         text = f"{type(value).__name__}{list(shape)} {value.dtype}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    # keep both ends: a long path's file name (at the end) is what the user recognises
+    head = limit // 3
+    return text[:head] + "..." + text[-(limit - head - 3):]
 
 
 def describe(value: Any) -> str:

@@ -165,10 +165,10 @@ def test_custom_nodes_stay_as_placeholders_with_their_data(builtin_registry):
 
 def test_values_that_do_not_carry_are_reported(builtin_registry):
     graph, report = load(DATA / "hires_fix_api.json", registry=builtin_registry)
-    assert graph.nodes["7"].params["sampler"] == "dpmpp_2m_sde"
+    # every ComfyUI sampler and scheduler name carries as it is
+    assert graph.nodes["7"].params["sampler"] == "dpmpp_2m_sde_gpu"
     assert graph.nodes["6"].params["method"] == "nearest"
-    [issue] = report.values
-    assert (issue.node, issue.input, issue.value) == ("7", "sampler_name", "dpmpp_2m_sde_gpu")
+    assert report.values == []
     _, report = load(DATA / "custom_nodes_ui.json", registry=builtin_registry)
     assert [(v.node, v.input) for v in report.values] == [("12", "upscale_method")]
     graph, report = load(DATA / "controlnet_canny_api.json", registry=builtin_registry)
