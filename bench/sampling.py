@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-STEPS, SIZE, REPEAT = 20, 64, 7
+STEPS, SIZE, REPEAT = 20, 64, 15
 
 
 def parity() -> None:

@@ -90,6 +90,7 @@ def walk(ctx, model: Any, predict: Any, sampler: str, sigmas: Any, latent: Laten
     mask = predict.mask.float() if predict.mask is not None and not predict.inpaint_unet \
         else None
     total = len(sigmas) - 1
+    wants_uncond = sampler.endswith("_cfg_pp")  # only CFG++ steps along the unguided estimate
     state: dict[str, Any] = {"i": 0, "den": samples}
     run = Run(model=None, sigmas=sigmas, ms=ms, seed=seed)
 
@@ -102,7 +103,7 @@ def walk(ctx, model: Any, predict: Any, sampler: str, sigmas: Any, latent: Laten
         out = predict(ms.calculate_input(s, x).to(dtype), t, state["i"], total).float()
         den = ms.calculate_denoised(s, out, x)
         run.uncond = None
-        if predict.uncond is not None:
+        if wants_uncond and predict.uncond is not None:
             run.uncond = ms.calculate_denoised(s, predict.uncond.float(), x)
         if mask is not None:
             den = den * mask + samples * (1 - mask)
