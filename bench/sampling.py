@@ -14,10 +14,8 @@ Run: python3 tools/dev.py bench sampling.py [--speed-only | --parity-only]
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +79,8 @@ def parity() -> None:
 
 
 def speed() -> None:
+    from diffusion import interleaved  # bench/diffusion.py
+
     from engine import Executor, Graph
     from engine.modelpaths import ModelFolders
     from engine.runtime.models import ModelManager
@@ -116,16 +116,7 @@ def speed() -> None:
         rows = []
         for sampler in ("euler", "dpmpp_2m", "euler_ancestral"):
             new, old = timed(sampler, "normal"), timed(sampler, "diffusers")
-            new(), old()
-            tn, to = [], []
-            for _ in range(REPEAT):
-                t0 = time.perf_counter()
-                new()
-                tn.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                old()
-                to.append(time.perf_counter() - t0)
-            a, b = statistics.median(tn) / STEPS, statistics.median(to) / STEPS
+            a, b = (t / STEPS for t in interleaved(new, old, REPEAT))
             rows.append((sampler, a * 1e3, b * 1e3, a / b))
     print(f"\nper step, tiny SD1.5 {SIZE}x{SIZE}, {STEPS} steps, cfg 7 (median of {REPEAT})")
     print(f"{'sampler':18}{'ComfyUI loop ms':>18}{'diffusers loop ms':>20}{'ratio':>8}")
