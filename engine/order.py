@@ -3,6 +3,7 @@ graphlib."""
 
 from __future__ import annotations
 
+import functools
 import graphlib
 from collections.abc import Iterable
 from typing import Any
@@ -43,12 +44,21 @@ def find_cycle(ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[str
 def order_or_cycle(ids: Iterable[str],
                    edges: Iterable[tuple[str, str]]) -> tuple[list[str], list[str]]:
     """(`dependency_order`'s order, []) or ([], the nodes of one cycle): one sort for
-    validation and planning both."""
+    validation and planning both. The answer is remembered for the last few shapes, so
+    running a graph again after changing only values (a seed, a prompt, a sweep's next
+    point) costs no sort."""
+    order, cycle = _sorted(tuple(ids), tuple(edges))
+    return list(order), list(cycle)
+
+
+@functools.lru_cache(maxsize=16)
+def _sorted(ids: tuple[str, ...], edges: tuple[tuple[str, str], ...]
+            ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     sorter = _sorter(ids, edges)
     try:
         sorter.prepare()
     except graphlib.CycleError as exc:
-        return [], list(exc.args[1][:-1])
+        return (), tuple(exc.args[1][:-1])
     order: list[str] = []
     ready = list(sorter.get_ready())
     while ready:
@@ -56,7 +66,7 @@ def order_or_cycle(ids: Iterable[str],
         order.append(node)
         sorter.done(node)
         ready.extend(sorter.get_ready())
-    return order, []
+    return tuple(order), ()
 
 
 def _sorter(ids: Iterable[str], edges: Iterable[tuple[str, str]]
