@@ -96,3 +96,27 @@ def _samplers():
     from nodes.diffusion.ksampling import SAMPLERS
 
     return SAMPLERS
+
+
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_2m_sde", "dpmpp_sde"])
+def test_step_noise_of_a_cut_latent_is_its_rows_of_the_batch_s(sampler):
+    """Step noise (ComfyUI's seed + 1 draws and Brownian trees) follows batch_index."""
+    from nodes.diffusion.ksampling import SAMPLERS, Run
+    from nodes.diffusion.ksampling.modelsampling import discrete
+    from nodes.diffusion.ksampling.schedules import ksampler_sigmas
+
+    ms = discrete()
+    sigmas = ksampler_sigmas(ms, "karras", 5)
+
+    def ideal(x, s):
+        s = s.reshape(-1, 1, 1, 1)
+        return x * 0.25 / (0.25 + s * s)
+
+    start = torch.randn([3, 4, 8, 8], generator=torch.manual_seed(3)) * float(sigmas[0])
+    whole = SAMPLERS[sampler](Run(ideal, sigmas, ms, seed=5), start)
+    indexed = SAMPLERS[sampler](Run(ideal, sigmas, ms, seed=5, batch_index=(0, 1, 2)), start)
+    cut = SAMPLERS[sampler](Run(ideal, sigmas, ms, seed=5, batch_index=(2,)), start[2:])
+    assert torch.equal(whole, indexed)
+    assert torch.allclose(cut, whole[2:], atol=1e-6)
+    alone = SAMPLERS[sampler](Run(ideal, sigmas, ms, seed=5), start[2:])
+    assert not torch.allclose(alone, whole[2:], atol=1e-3)  # ComfyUI's fresh draw

@@ -14,11 +14,11 @@ from engine.spec import Choice, Float, In, Int, Node, Output, Seed, SeedControl
 from engine.types import T
 from engine.values import Latent
 
-from .arch import Arch
 from .ksampling import DISCARD_PENULTIMATE, SAMPLERS
 from .ksampling.schedules import SCHEDULERS, ksampler_sigmas
 from .models import components
 from .predictor import Predictor
+from .preview import preview_image
 from .walk import check_sampler, model_sampling, prepare_noise, walk
 
 DIFFUSERS = "diffusers"
@@ -44,15 +44,6 @@ DIFFUSERS_SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
 # the Sampler's sampler names: ComfyUI's, and any the diffusers path alone has
 SAMPLER_NAMES = (*SAMPLERS, *(n for n in DIFFUSERS_SAMPLERS if n not in SAMPLERS))
 
-# A fixed linear map from latent channels to RGB per base family: a cheap live preview.
-PREVIEW_RGB = {
-    Arch.sd15: ([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
-              [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]], [0.0, 0.0, 0.0]),
-    Arch.sdxl: ([[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068],
-              [0.1076, 0.1111, -0.0362], [-0.3165, -0.2492, -0.2188]], [0.1084, -0.0175, -0.0011]),
-}
-
-
 def make_scheduler(base_config: dict[str, Any], sampler: str) -> Any:
     """The diffusers scheduler of a sampler name over a model folder's scheduler config."""
     import diffusers
@@ -64,17 +55,6 @@ def make_scheduler(base_config: dict[str, Any], sampler: str) -> Any:
     cls_name, settings = DIFFUSERS_SAMPLERS[sampler]
     config = {k: v for k, v in base_config.items() if not k.startswith("_")}
     return getattr(diffusers, cls_name).from_config(config, **settings)
-
-
-def preview_image(latents: Any, family: str) -> Any:
-    import torch
-
-    arch = Arch.of(family) or Arch.sd15
-    weights, bias = PREVIEW_RGB.get(arch.base, PREVIEW_RGB[Arch.sd15])
-    w = torch.tensor(weights, dtype=torch.float32)
-    x = latents[:1].detach().float().cpu()
-    rgb = torch.einsum("bchw,cr->brhw", x, w) + torch.tensor(bias).view(1, 3, 1, 1)
-    return ((rgb + 1) / 2).clamp(0, 1)
 
 
 def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int, cfg: float,

@@ -13,6 +13,7 @@ from engine.values import Latent
 
 from .ksampling import SAMPLERS, Run
 from .ksampling.modelsampling import EPS, ModelSampling, V, discrete
+from .preview import preview_image
 
 PREDICTIONS = {"epsilon": EPS, "v_prediction": V}
 
@@ -73,8 +74,6 @@ def walk(ctx, model: Any, predict: Any, sampler: str, sigmas: Any, latent: Laten
     none), `seed` seeds the samplers' step noise."""
     import torch
 
-    from .sampling import preview_image
-
     check_sampler(sampler)
     ms = model_sampling(predict.comps)
     device, dtype = predict.device, predict.dtype
@@ -92,7 +91,7 @@ def walk(ctx, model: Any, predict: Any, sampler: str, sigmas: Any, latent: Laten
     total = len(sigmas) - 1
     wants_uncond = sampler.endswith("_cfg_pp")  # only CFG++ steps along the unguided estimate
     state: dict[str, Any] = {"i": 0, "den": samples}
-    run = Run(model=None, sigmas=sigmas, ms=ms, seed=seed)
+    run = Run(model=None, sigmas=sigmas, ms=ms, seed=seed, batch_index=latent.batch_index)
 
     def denoised(x: Any, sigma: Any) -> Any:
         ctx.check_cancelled()

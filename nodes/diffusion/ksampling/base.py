@@ -25,6 +25,8 @@ class Run:
     seed: int | None = None
     callback: Callable[[int, Any, Any], None] | None = None
     noise_sampler: Callable[[Any, Any], Any] | None = None
+    # where the latent's images stand in the batch they were cut from (Latent.batch_index)
+    batch_index: tuple[int, ...] | None = None
     # the last model call's unconditional denoised estimate, set by the model wrapper when
     # it guides (CFG++ samplers step along it); None when it does not guide
     uncond: Any = None

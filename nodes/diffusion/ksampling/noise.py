@@ -69,7 +69,9 @@ class BrownianTreeNoiseSampler:
 
 def step_noise(run: Run, x: Any) -> NoiseSampler:
     """The run's noise sampler, else the default one for its seed."""
-    return run.noise_sampler or default_noise_sampler(x, run.seed)
+    if run.noise_sampler is not None:
+        return run.noise_sampler
+    return _in_batch(run, x, lambda like: default_noise_sampler(like, run.seed))
 
 
 def tree_noise(run: Run, x: Any) -> NoiseSampler:
@@ -77,4 +79,19 @@ def tree_noise(run: Run, x: Any) -> NoiseSampler:
     if run.noise_sampler is not None:
         return run.noise_sampler
     sigmas = run.sigmas
-    return BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), run.seed)
+    return _in_batch(run, x, lambda like: BrownianTreeNoiseSampler(
+        like, sigmas[sigmas > 0].min(), sigmas.max(), run.seed))
+
+
+def _in_batch(run: Run, x: Any, make: Callable[[Any], NoiseSampler]) -> NoiseSampler:
+    """For a latent cut from a batch (`run.batch_index`), the rows of the noise the whole
+    batch would get, so image k steps through the same noise alone as in its batch (ComfyUI
+    draws a cut latent's step noise afresh). Without an index, ComfyUI's draw as it is."""
+    import torch
+
+    index = run.batch_index
+    if index is None:
+        return make(x)
+    whole = make(x.new_empty((max(index) + 1, *x.shape[1:])))
+    rows = torch.tensor(index, device=x.device)
+    return lambda sigma, sigma_next: whole(sigma, sigma_next)[rows]
