@@ -56,14 +56,14 @@ def hair_graph(root: Path, reference="hair_a.png", hair="tiny-hair", **stage2) -
 
 
 def plain_graph(seed: int, steps: int = 4) -> Graph:
-    """The Sampler with what the hair stages use: empty prompt, UniPC, cfg 1.5."""
+    """The Sampler with what the hair stages use: empty prompt, diffusers' UniPC, cfg 1.5."""
     g = Graph()
     ck = g.add("load_checkpoint", "ck", ckpt_name="tiny-sd15.safetensors")
     c = g.add("text_encode", "c", clip=ck["clip"], text="")
     lat = g.add("empty_latent", "lat", width=64, height=64)
     s = g.add("sampler", "s", model=ck["model"], positive=c["conditioning"],
               negative=c["conditioning"], latent=lat["latent"], seed=seed, steps=steps, cfg=1.5,
-              sampler="uni_pc")
+              sampler="uni_pc", scheduler="diffusers")
     g.add("vae_decode", "img", vae=ck["vae"], latent=s["latent"])
     return g
 
