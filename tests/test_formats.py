@@ -131,6 +131,7 @@ def test_an_a1111_png_opens_as_a_runnable_text_to_image_graph(tmp_path, builtin_
     ("DPM++ 2M Karras", None, ("dpmpp_2m", "karras")),  # the older, one-name spelling
     ("DPM++ 2M", "Automatic", ("dpmpp_2m", "karras")),  # A1111's default for it
     ("DPM++ 2M", "Normal", ("dpmpp_2m", "normal")),
+    ("DPM++ 2M SDE Heun", None, ("dpmpp_2m_sde_heun", "exponential")),
 ])
 def test_a1111_samplers_and_schedules_map_onto_loom(sampler, schedule, expected, tmp_path,
                                                     builtin_registry):

@@ -37,8 +37,8 @@ SAMPLERS = {
     "LCM": "lcm", "DDIM": "ddim", "DDPM": "ddpm", "UniPC": "uni_pc", "DEIS": "deis",
     "IPNDM": "ipndm", "IPNDM_V": "ipndm_v", "Euler CFG++": "euler_cfg_pp",
     "Euler a CFG++": "euler_ancestral_cfg_pp", "DPM++ 2M CFG++": "dpmpp_2m_cfg_pp",
+    "DPM++ 2M SDE Heun": "dpmpp_2m_sde_heun",
 }
-NEAREST_SAMPLERS = {"DPM++ 2M SDE Heun": "dpmpp_2m_sde"}  # the heun solver is not an option
 # A1111 "Schedule type" names -> ComfyUI scheduler names
 SCHEDULES = {"Uniform": "normal", "Normal": "normal", "Karras": "karras",
              "Exponential": "exponential", "SGM Uniform": "sgm_uniform", "Simple": "simple",
@@ -175,10 +175,7 @@ def _sampler(s: dict[str, str], issues: list[Issue]) -> tuple[str, str]:
     for label in ("Karras", "Exponential", "SGM Uniform"):
         if name.endswith(" " + label) and name not in SAMPLERS:
             name, schedule = name[: -len(label) - 1], schedule or label
-    sampler = SAMPLERS.get(name) or NEAREST_SAMPLERS.get(name)
-    if name in NEAREST_SAMPLERS:
-        issues.append(Issue("sampler", "Sampler", s.get("Sampler"), f"ComfyUI's nearest is "
-                            f"{sampler!r}"))
+    sampler = SAMPLERS.get(name)
     if sampler is None:
         issues.append(Issue("sampler", "Sampler", s.get("Sampler"), "not a sampler Loom "
                             "knows; 'euler' is used"))

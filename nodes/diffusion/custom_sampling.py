@@ -103,7 +103,7 @@ class AdvancedSampler(Node):
         """ComfyUI's KSamplerAdvanced: the whole schedule cut to [start, end]; without
         leftover noise a cut end goes down to 0."""
         _check_scheduler(scheduler)
-        check_sampler(sampler)
+        check_sampler(sampler)  # also when the cut leaves nothing to run
         sigmas = ksampler_sigmas(model_sampling(components(ctx, model)), scheduler, steps,
                                  1.0, sampler in DISCARD_PENULTIMATE).clone()
         if end_at_step < len(sigmas) - 1:

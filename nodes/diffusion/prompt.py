@@ -111,14 +111,18 @@ def tokenize_weighted(tokenizer: Any, text: str, warn: Callable[[str], Any] | No
     ids: list[int] = []
     weights: list[float] = []
     pieces, clamped = weigh(text)
-    if clamped and warn is not None:
-        warn(f"{clamped} part(s) of the prompt weigh more than {WEIGHT_LIMIT:g} (or less than "
-             f"-{WEIGHT_LIMIT:g}); clamped to that")
+    warn_clamped(clamped, warn)
     for piece, w in pieces:
         toks = tokenizer(piece, add_special_tokens=False, truncation=False).input_ids
         ids += toks
         weights += [w] * len(toks)
     return ids, weights
+
+
+def warn_clamped(clamped: int, warn: Callable[[str], Any] | None) -> None:
+    if clamped and warn is not None:
+        warn(f"{clamped} part(s) of the prompt weigh more than {WEIGHT_LIMIT:g} (or less than "
+             f"-{WEIGHT_LIMIT:g}); clamped to that")
 
 
 def chunks(tokenizer: Any, ids: list[int], weights: list[float]

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .prompt import _BIG, WEIGHT_LIMIT, _number
+from .prompt import _BIG, WEIGHT_LIMIT, _number, warn_clamped
 
 _ESC_CLOSE, _ESC_OPEN = "\0\1", "\0\2"
 MAX_WORD_TOKENS = 8  # ComfyUI's max_word_length: longer words may be split across chunks
@@ -102,9 +102,7 @@ def tokenize_comfy(tokenizer: Any, text: str, warn: Callable[[str], Any] | None 
                    ) -> list[list[tuple[int, float]]]:
     """Token groups, one per word, each token with its weight."""
     pieces, clamped = weigh_comfy(text)
-    if clamped and warn is not None:
-        warn(f"{clamped} part(s) of the prompt weigh more than {WEIGHT_LIMIT:g} (or less than "
-             f"-{WEIGHT_LIMIT:g}); clamped to that")
+    warn_clamped(clamped, warn)
     groups = []
     for piece, w in pieces:
         for word in piece.replace("\n", " ").split(" "):

@@ -41,8 +41,8 @@ DIFFUSERS_SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "uni_pc": ("UniPCMultistepScheduler", {}),
     "lcm": ("LCMScheduler", {}),
 }
-# the Sampler's sampler names: ComfyUI's, and any the diffusers path alone has
-SAMPLER_NAMES = (*SAMPLERS, *(n for n in DIFFUSERS_SAMPLERS if n not in SAMPLERS))
+# the Sampler's sampler names: ComfyUI's (the diffusers path has a scheduler for some)
+SAMPLER_NAMES = tuple(SAMPLERS)
 
 def make_scheduler(base_config: dict[str, Any], sampler: str) -> Any:
     """The diffusers scheduler of a sampler name over a model folder's scheduler config."""

@@ -71,10 +71,10 @@ def walk(ctx, model: Any, predict: Any, sampler: str, sigmas: Any, latent: Laten
     """Denoise `latent` along `sigmas` with a ComfyUI sampler, from
     `noise_scaling(sigmas[0], noise, latent)`; returns the result and the model's last
     estimate of the clean latent. `noise` is a CPU tensor of the latent's shape (zeros for
-    none), `seed` seeds the samplers' step noise."""
+    none), `seed` seeds the samplers' step noise. Callers check the sampler's name
+    (`check_sampler`) before they build the predictor."""
     import torch
 
-    check_sampler(sampler)
     ms = model_sampling(predict.comps)
     device, dtype = predict.device, predict.dtype
     samples = latent.samples.to(device, torch.float32)

@@ -14,20 +14,6 @@ def to_d(x: Any, sigma: Any, denoised: Any) -> Any:
         if getattr(sigma, "ndim", 0) else (x - denoised) / sigma
 
 
-def euler(run: Run, x: Any) -> Any:
-    sigmas = run.sigmas
-    s_in = run.s_in(x)
-    for i in range(len(sigmas) - 1):
-        denoised = run.model(x, sigmas[i] * s_in)
-        run.step_done(i, x, denoised)
-        d = to_d(x, sigmas[i], denoised)
-        x = x + d * (sigmas[i + 1] - sigmas[i])
-    return x
-
-
-SAMPLERS = {"euler": euler}
-
-
 def get_ancestral_step(sigma_from: Any, sigma_to: Any, eta: float = 1.0) -> tuple[Any, Any]:
     """The level an ancestral step goes down to and the noise it adds back (k-diffusion's),
     so that sigma_down^2 + sigma_up^2 = sigma_to^2."""
@@ -51,6 +37,15 @@ def walk(run: Run, x: Any, step: Callable[[int, Any, Any], Any], sigmas: Any = N
         run.step_done(i, x, denoised)
         x = denoised if lands and sigmas[i + 1] == 0 else step(i, x, denoised)
     return x
+
+
+def euler(run: Run, x: Any) -> Any:
+    sigmas = run.sigmas
+    return walk(run, x, lambda i, x, denoised: x + to_d(x, sigmas[i], denoised)
+                * (sigmas[i + 1] - sigmas[i]))
+
+
+SAMPLERS = {"euler": euler}
 
 
 def model_step(run: Run, x: Any, sigma: Any) -> Any:

@@ -45,7 +45,7 @@ class ModelSampling:
         import torch
 
         if self.flow:
-            return sigma * (1.0 if self.flux else self.multiplier)
+            return sigma * self.multiplier  # Flux's multiplier is 1
         sigma = torch.as_tensor(sigma)
         log_sigma = sigma.log()
         dists = log_sigma.to(self.log_sigmas.device) - self.log_sigmas[:, None]
