@@ -5,6 +5,7 @@ folders share one CLIP vocabulary (`configs/tokenizers/clip/`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,40 +218,33 @@ def _dtype(torch_dtype: Any) -> dict[str, Any]:
     return {"dtype": torch_dtype}
 
 
-def load_components(path: Path, torch_dtype: Any = None) -> Components:
-    """Load every part of a checkpoint file or diffusers folder onto the CPU."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
+def load_components(path: Path, torch_dtype: Any = None, vae_dtype: Any = None
+                    ) -> Components:
+    """Load every part of a checkpoint file or diffusers folder onto the CPU, the VAE in
+    `vae_dtype` (default: `torch_dtype`)."""
     quiet()
     if not path.exists():
         raise InputError("ckpt_name", "an existing checkpoint file or diffusers folder",
                          str(path))
     if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise InputError("ckpt_name", "a diffusers folder (with model_index.json)",
-                             str(path))
-        family = family_of_folder(path)
-        cls = StableDiffusionXLPipeline if family.is_sdxl_like else StableDiffusionPipeline
-        kwargs = {} if family.is_sdxl_like else {"safety_checker": None,
-                                                 "requires_safety_checker": False}
-        pipe = cls.from_pretrained(path, local_files_only=True, **_dtype(torch_dtype), **kwargs)
+        comps = _load_folder(path, torch_dtype)
     else:
-        try:
-            state = header_shapes(path)
-        except (OSError, ValueError) as exc:
-            raise InputError("ckpt_name", "a readable checkpoint file", path.name,
-                             hint=str(exc)) from None
-        family = detect_family(state)
-        if family is None or family not in SUPPORTED:
-            raise InputError("ckpt_name", "a Stable Diffusion 1.x, 2.x or SDXL checkpoint",
-                             path.name, hint="its layout matched none of these families")
-        config = config_folder_for(path, family)
-        cls = StableDiffusionXLPipeline if family.is_sdxl_like else StableDiffusionPipeline
-        kwargs = {} if family.is_sdxl_like else {"safety_checker": None,
-                                                 "requires_safety_checker": False}
-        pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True,
-                                    **_dtype(torch_dtype), **kwargs, **tokenizers_for(config))
-        del state
+        comps = _load_single_file(path, torch_dtype, vae_dtype or torch_dtype)
+    if vae_dtype is not None and comps.vae.dtype != vae_dtype:
+        comps.vae.to(vae_dtype)
+    return comps
+
+
+def _load_folder(path: Path, torch_dtype: Any) -> Components:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if not (path / "model_index.json").is_file():
+        raise InputError("ckpt_name", "a diffusers folder (with model_index.json)", str(path))
+    family = family_of_folder(path)
+    cls = StableDiffusionXLPipeline if family.is_sdxl_like else StableDiffusionPipeline
+    kwargs = {} if family.is_sdxl_like else {"safety_checker": None,
+                                             "requires_safety_checker": False}
+    pipe = cls.from_pretrained(path, local_files_only=True, **_dtype(torch_dtype), **kwargs)
     for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
         m = getattr(pipe, name, None)
         if m is None:
@@ -263,6 +257,152 @@ def load_components(path: Path, torch_dtype: Any = None) -> Components:
                       getattr(pipe, "tokenizer_2", None))
 
 
+def open_checkpoint(path: Path, input_name: str) -> Any:
+    """A checkpoint's tensors: lazily (`Weights`) for safetensors, in full for pickles."""
+    from .weights import SAFETENSORS, open_weights
+
+    if path.suffix.lower() in SAFETENSORS:
+        return open_weights(path, input_name)
+    return read_state_dict(path)
+
+
+def meta_of(state: Any) -> dict[str, Any]:
+    from .weights import Weights
+
+    return state.meta() if isinstance(state, Weights) else state
+
+
+def _load_single_file(path: Path, torch_dtype: Any, vae_dtype: Any) -> Components:
+    """The new path: modules built on meta, each tensor read once in file order, cast once
+    and put in place (see weights.load); diffusers' key conversions learnt on meta."""
+    import torch
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+    )
+
+    from .weights import Part, load
+
+    torch_dtype = torch_dtype or torch.float32
+    state = open_checkpoint(path, "ckpt_name")
+    family = detect_family(meta_of(state))
+    if family is None or family not in SUPPORTED:
+        raise InputError("ckpt_name", "a Stable Diffusion 1.x, 2.x or SDXL checkpoint",
+                         path.name, hint="its layout matched none of these families")
+    config = config_folder_for(path, family)
+    unet_cfg, vae_cfg = read_config(config / "unet"), read_config(config / "vae")
+    unet, vae = build_unet(unet_cfg), build_vae(vae_cfg)
+    parts = [Part(unet, torch_dtype, lambda sd: convert_ldm_unet_checkpoint(sd, unet_cfg),
+                  what="a checkpoint with every unet weight"),
+             Part(vae, vae_dtype, lambda sd: convert_ldm_vae_checkpoint(sd, vae_cfg),
+                  what="a checkpoint with every vae weight")]
+    encoders = {}
+    for name in ("text_encoder", "text_encoder_2"):
+        if _component_class(config, name) is None:
+            continue
+        te = build_text_encoder(config, name)
+        encoders[name] = te
+        parts.append(Part(te, torch_dtype, _clip_conversion(te, name, family),
+                          what=f"a checkpoint with every {name} weight"))
+    load(state, parts, "ckpt_name", "a complete checkpoint", path.name)
+    tok = {n: cached_tokenizer(config / n) for n in ("tokenizer", "tokenizer_2")
+           if _component_class(config, n) is not None}
+    return Components(family, unet, vae, encoders.get("text_encoder"), tok.get("tokenizer"),
+                      scheduler_config(config), encoders.get("text_encoder_2"),
+                      tok.get("tokenizer_2"))
+
+
+def _clip_conversion(model: Any, name: str, family: Arch) -> Any:
+    """diffusers' conversion of a checkpoint's text encoder `name`, chosen as its
+    create_diffusers_clip_model_from_ldm chooses (by the keys the file has)."""
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_clip_checkpoint,
+        convert_open_clip_checkpoint,
+    )
+
+    flat = not hasattr(model, "text_model")  # transformers >= 5.6 flattened CLIPTextModel
+
+    def convert(sd):
+        if "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight" \
+                in sd or (name == "text_encoder" and family.is_sdxl_like
+                          and "conditioner.embedders.0.transformer.text_model.embeddings."
+                          "position_embedding.weight" in sd):
+            out = convert_ldm_clip_checkpoint(sd)
+        elif "cond_stage_model.model.token_embedding.weight" in sd:
+            out = convert_open_clip_checkpoint(model, sd, prefix="cond_stage_model.model.")
+        elif "conditioner.embedders.1.model.positional_embedding" in sd:
+            out = convert_open_clip_checkpoint(model, sd,
+                                               prefix="conditioner.embedders.1.model.")
+        else:  # the refiner's only encoder
+            out = convert_open_clip_checkpoint(model, sd,
+                                               prefix="conditioner.embedders.0.model.")
+        return {k.removeprefix("text_model."): v for k, v in out.items()} if flat else out
+
+    return convert
+
+
+@functools.lru_cache(maxsize=64)
+def _read_json(path: str, mtime: float) -> str:
+    return Path(path).read_text()
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """A component's config.json (cached: every load of a family reads the same one)."""
+    f = folder / "config.json"
+    return json.loads(_read_json(str(f), f.stat().st_mtime))
+
+
+def _component_class(config: Path, name: str) -> str | None:
+    f = config / "model_index.json"
+    entry = json.loads(_read_json(str(f), f.stat().st_mtime)).get(name) or [None, None]
+    return entry[1] if entry[0] is not None else None
+
+
+def build_unet(config: dict[str, Any]) -> Any:
+    from diffusers import UNet2DConditionModel
+
+    from .weights import build
+
+    return build(lambda: UNet2DConditionModel.from_config(config))
+
+
+def build_vae(config: dict[str, Any]) -> Any:
+    from diffusers import AutoencoderKL
+
+    from .weights import build
+
+    return build(lambda: AutoencoderKL.from_config(config))
+
+
+def build_text_encoder(config: Path, name: str) -> Any:
+    import transformers
+
+    from .weights import build
+
+    cls = getattr(transformers, _component_class(config, name))
+    cfg = cls.config_class.from_dict(read_config(config / name))
+    return build(lambda: cls(cfg))
+
+
+def scheduler_config(config: Path) -> dict[str, Any]:
+    import diffusers
+
+    cls = getattr(diffusers, _component_class(config, "scheduler"))
+    folder = config / "scheduler"
+    f = folder / "scheduler_config.json"
+    return dict(cls.from_config(json.loads(_read_json(str(f), f.stat().st_mtime))).config)
+
+
+@functools.lru_cache(maxsize=16)
+def _tokenizer(folder: str, mtime: float) -> Any:
+    return tokenizer_from(Path(folder))
+
+
+def cached_tokenizer(folder: Path) -> Any:
+    """Tokenizers are read-only once built and slow to build: one per folder."""
+    return _tokenizer(str(folder), (folder / "tokenizer_config.json").stat().st_mtime)
+
+
 UNET_PREFIXES = ("model.diffusion_model.", "unet.")
 
 
@@ -272,6 +412,8 @@ def load_unet_only(path: Path, torch_dtype: Any = None) -> Components:
     `model.diffusion_model.` prefix) or in diffusers' layout."""
     import torch
     from diffusers import UNet2DConditionModel
+
+    from .weights import Part, load
 
     quiet()
     if path.is_dir():
@@ -284,30 +426,45 @@ def load_unet_only(path: Path, torch_dtype: Any = None) -> Components:
         family = _unet_family(unet.config.cross_attention_dim, unet.config.in_channels,
                               unknown=Arch.sd15)
     else:
-        sd = strip_prefix(read_state_dict(path), UNET_PREFIXES)
-        ldm = "input_blocks.0.0.weight" in sd
-        family = detect_family({"model.diffusion_model." + k: v for k, v in sd.items()}) \
-            if ldm else None
-        if family is None and not ldm and "conv_in.weight" in sd:
-            cross = sd[next(k for k in sd if k.endswith("attn2.to_k.weight"))].shape[1]
-            family = _unet_family(cross, sd["conv_in.weight"].shape[1])
+        state = open_checkpoint(path, "unet_name")
+        meta = meta_of(state)
+        prefix = next((p for p in UNET_PREFIXES if any(k.startswith(p) for k in meta)), "")
+        ldm = prefix + "input_blocks.0.0.weight" in meta
+        if ldm:
+            family = detect_family({"model.diffusion_model." + k[len(prefix):]: v
+                                    for k, v in meta.items() if k.startswith(prefix)})
+        elif prefix + "conv_in.weight" in meta:
+            cross = meta[next(k for k in meta if k.endswith("attn2.to_k.weight"))].shape[1]
+            family = _unet_family(cross, meta[prefix + "conv_in.weight"].shape[1])
+        else:
+            family = None
         if family is None or family not in SUPPORTED:
             raise InputError("unet_name", "the UNet of a Stable Diffusion 1.x, 2.x or SDXL "
                              "model", path.name,
                              hint="Loom does not run other architectures (Flux, SD3, ...)")
-        config = json.loads(_unet_config(path, family).read_text())
-        if ldm:
-            from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
-
-            sd = convert_ldm_unet_checkpoint(
-                {"model.diffusion_model." + k: v for k, v in sd.items()}, config)
-        unet = UNet2DConditionModel.from_config(config)
-        load_weights(unet, sd, "unet_name", f"a complete {family} UNet", path.name)
-        unet.to(torch_dtype or torch.float32)
+        config = read_config(_unet_config(path, family).parent)
+        unet = build_unet(config)
+        load(state, [Part(unet, torch_dtype or torch.float32,
+                          _unet_conversion(prefix, ldm, config))],
+             "unet_name", f"a complete {family} UNet", path.name)
     unet.requires_grad_(False).eval()
     sched = json.loads((config_folder_for(path, family) / "scheduler" /
                         "scheduler_config.json").read_text())
     return Components(family, unet, None, None, None, sched)
+
+
+def _unet_conversion(prefix: str, ldm: bool, config: dict[str, Any]) -> Any:
+    """A UNet file's names -> diffusers' (renames only: the plan reads them on meta)."""
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    def convert(sd):
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if not ldm:
+            return sd
+        return convert_ldm_unet_checkpoint({"model.diffusion_model." + k: v
+                                            for k, v in sd.items()}, config)
+
+    return convert
 
 
 def _unet_family(cross_attention_dim: int, in_channels: int, unknown: Arch | None = None

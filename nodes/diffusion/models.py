@@ -26,10 +26,8 @@ def components(ctx, ref: ModelRef) -> Any:
     def load():
         import torch
 
-        comps = load_components(Path(ref.source), getattr(torch, choice.dtype))
-        vae_dtype = getattr(torch, choice.vae_dtype)
-        if comps.vae.dtype != vae_dtype:
-            comps.vae.to(vae_dtype)
+        comps = load_components(Path(ref.source), getattr(torch, choice.dtype),
+                                getattr(torch, choice.vae_dtype))
         if choice.channels_last:
             comps.unet.to(memory_format=torch.channels_last)
         if choice.compile:
@@ -61,30 +59,42 @@ class VAEOnly:
 
 
 def _load_vae(path: Path, family: str, choice: Any) -> VAEOnly:
-    import json
-
     import torch
     from diffusers import AutoencoderKL
 
-    from .loading import CONFIGS, load_weights, quiet, read_state_dict, strip_prefix
+    from .loading import CONFIGS, build_vae, open_checkpoint, quiet, read_config
+    from .weights import Part, load
 
     quiet()
     dtype = getattr(torch, choice.vae_dtype)
     if path.is_dir():
         vae = AutoencoderKL.from_pretrained(path, local_files_only=True)
-    else:
-        from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-
-        sidecar = path.with_suffix(".config") / "config.json"  # an unusual architecture
-        config = json.loads((sidecar if sidecar.is_file() else
-                             CONFIGS / family / "vae" / "config.json").read_text())
-        sd = strip_prefix(read_state_dict(path), ("first_stage_model.", "vae."))
-        if not any(k.startswith("encoder.down_blocks.") for k in sd):
-            sd = convert_ldm_vae_checkpoint(sd, config)
-        vae = AutoencoderKL.from_config(config)
-        load_weights(vae, sd, "vae_name", f"a VAE for {family}", path.name)
-    vae.requires_grad_(False).eval().to(dtype)
+        vae.requires_grad_(False).eval().to(dtype)
+        return VAEOnly(vae, family)
+    sidecar = path.with_suffix(".config")  # an unusual architecture
+    config = read_config(sidecar if (sidecar / "config.json").is_file()
+                         else CONFIGS / family / "vae")
+    state = open_checkpoint(path, "vae_name")
+    vae = build_vae(config)
+    load(state, [Part(vae, dtype, _vae_conversion(config))], "vae_name",
+         f"a VAE for {family}", path.name)
     return VAEOnly(vae, family)
+
+
+def _vae_conversion(config: dict[str, Any]) -> Any:
+    """A VAE file's names (original layout or diffusers', maybe under a prefix) ->
+    diffusers'."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    from .loading import strip_prefix
+
+    def convert(sd):
+        sd = strip_prefix(sd, ("first_stage_model.", "vae."))
+        if any(k.startswith("encoder.down_blocks.") for k in sd):
+            return sd
+        return convert_ldm_vae_checkpoint(sd, config)
+
+    return convert
 
 
 class LoadCheckpoint(Node):
