@@ -49,6 +49,10 @@ def family_of_controlnet(path: Path) -> str | None:
 
 def load_controlnet(path: Path, dtype: Any) -> Any:
     from diffusers import ControlNetModel
+    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+
+    from .loading import open_checkpoint, read_config
+    from .weights import Part, build, load
 
     quiet()
     if path.is_dir():
@@ -60,12 +64,16 @@ def load_controlnet(path: Path, dtype: Any) -> Any:
         if not (config / "config.json").is_file():
             raise InputError("control_net_name", "an SD 1.5, SD 2.x or SDXL ControlNet",
                              f"{path.name} ({family})")
+        cfg = read_config(config)
+        state = open_checkpoint(path, "control_net_name")
+        cn = build(lambda: ControlNetModel.from_config(cfg))
         try:
-            cn = ControlNetModel.from_single_file(str(path), config=str(config),
-                                                  local_files_only=True)
+            load(state, [Part(cn, dtype, lambda sd: convert_controlnet_checkpoint(sd, cfg))],
+                 "control_net_name", "a ControlNet with all its weights", path.name)
         except (NotImplementedError, ValueError, KeyError, RuntimeError) as exc:
             raise InputError("control_net_name", f"a ControlNet matching {config.name}",
                              path.name, hint=f"it could not be converted: {exc}") from None
+        return cn
     require_weights(cn, "control_net_name", "a ControlNet with all its weights", path.name)
     return cn.requires_grad_(False).eval().to(dtype)
 

@@ -73,12 +73,11 @@ def check_model_file(path: Path, input_name: str | None = None) -> None:
 
 def read_state_dict(path: Path) -> dict[str, Any]:
     """Tensors of a .safetensors file, or of a pickled .ckpt/.pt/.bin loaded safely."""
-    check_model_file(path)
-    suffix = path.suffix.lower()
-    if suffix in (".safetensors", ".sft"):
-        from safetensors.torch import load_file
+    from .weights import SAFETENSORS, open_weights
 
-        return load_file(str(path))
+    check_model_file(path)
+    if path.suffix.lower() in SAFETENSORS:
+        return dict(open_weights(path).stream())  # plain reads: no mapped pages linger
     import torch
 
     try:

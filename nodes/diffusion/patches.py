@@ -125,12 +125,10 @@ def _shape(t: Any) -> str:
 
 def read_lora(ctx, path: Path) -> dict[str, dict[str, Any]]:
     def load():
-        from safetensors.torch import load_file
-
         from .loading import check_model_file, read_state_dict
 
         check_model_file(path, "lora_name")
-        sd = load_file(str(path)) if path.suffix == ".safetensors" else read_state_dict(path)
+        sd = read_state_dict(path)
         parts = split_lora(sd)
         if not parts:
             raise InputError("lora_name", "a LoRA file (lora_down/lora_up or lora_A/lora_B "

@@ -188,7 +188,8 @@ def load_hair_models(folder: Path, torch_dtype: Any = None) -> HairModels:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from ..diffusion.loading import load_weights, quiet, read_state_dict
+    from ..diffusion.loading import open_checkpoint, quiet
+    from ..diffusion.weights import assign, build
 
     quiet()
     found, missing = find_parts(folder)
@@ -199,20 +200,21 @@ def load_hair_models(folder: Path, torch_dtype: Any = None) -> HairModels:
     unet_config = json.loads((cfg_file if cfg_file.is_file() else SD15_UNET_CONFIG).read_text())
     LatentControlNet, _, _, _ = classes()
     dtype = torch_dtype or torch.float32
-    extractor = UNet2DConditionModel.from_config(unet_config)
-    parts: dict[str, Any] = {
-        "bald_converter": LatentControlNet.build(controlnet_config(unet_config)),
-        "hair_extractor": extractor,
-        "hair_attention": hair_processors(extractor),  # same layer names as the main UNet
-        "identity_net": LatentControlNet.build(controlnet_config(unet_config)),
-    }
+
+    def parts_on_meta() -> dict[str, Any]:
+        extractor = UNet2DConditionModel.from_config(unet_config)
+        return {"bald_converter": LatentControlNet.build(controlnet_config(unet_config)),
+                "hair_extractor": extractor,
+                "hair_attention": hair_processors(extractor),  # the main UNet's layer names
+                "identity_net": LatentControlNet.build(controlnet_config(unet_config))}
+
     out = HairModels()
     out.report = {}
-    for part, module in parts.items():
-        result = load_weights(module, read_state_dict(found[part]), "hair_model",
-                              f"complete weights for {WHAT[part]}", found[part].name,
-                              hint=f"; is {folder.name} a Stable-Hair folder?")
-        out.report[part] = {"missing": [], "unexpected": list(result.unexpected_keys)}
-        module.requires_grad_(False).eval().to(dtype)
+    for part, module in build(parts_on_meta).items():
+        f = found[part]
+        unexpected = assign(module, open_checkpoint(f, "hair_model"), dtype, "hair_model",
+                            f"complete weights for {WHAT[part]} (is {folder.name} a "
+                            "Stable-Hair folder?)", f.name)
+        out.report[part] = {"missing": [], "unexpected": unexpected}
         out[part] = module
     return out
