@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# parity tests compare with diffusers and ComfyUI in fp32; the CPU default (bf16 on CPUs with
+# bf16 instructions) has its own tests in test_loading.py
+os.environ.setdefault("LOOM_DTYPE", "fp32")
 sys.path.insert(0, str(Path(__file__).parent))
 
 ROOT = Path(__file__).resolve().parent.parent
