@@ -60,6 +60,24 @@ def test_checkpoints_load_the_weights_diffusers_does(tiny_models, name, dtype):
         theirs.tokenizer("a red circle").input_ids
 
 
+@pytest.mark.parametrize("name", ["tiny-sd15", "tiny-sdxl"])
+def test_diffusers_folders_load_the_weights_from_pretrained_does(tiny_models, name):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from nodes.diffusion.loading import load_components
+
+    path = tiny_models / "diffusers" / name
+    ours = load_components(path, torch.float32)
+    cls = StableDiffusionXLPipeline if ours.family.is_sdxl_like else StableDiffusionPipeline
+    theirs = cls.from_pretrained(path, local_files_only=True)
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if getattr(theirs, part, None) is not None:
+            same_weights(getattr(ours, part), getattr(theirs, part))
+    assert ours.scheduler_config == dict(theirs.scheduler.config)
+    assert ours.tokenizer_2 is None or ours.tokenizer_2("a red circle").input_ids == \
+        theirs.tokenizer_2("a red circle").input_ids
+
+
 def test_the_vae_is_cast_once_to_its_own_dtype(tiny_models):
     from nodes.diffusion.loading import load_components
 

@@ -100,33 +100,14 @@ def strip_prefix(sd: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any
     return sd
 
 
-def load_weights(module: Any, sd: dict[str, Any], input_name: str, what: str, filename: str,
-                 hint: str = "") -> Any:
-    """`load_state_dict(strict=False)` where missing weights are an error naming the
-    input, the file and an example key; returns the result (its unexpected keys)."""
-    result = module.load_state_dict(sd, strict=False)
-    if result.missing_keys:
-        raise InputError(input_name, what, filename,
-                         hint=f"{len(result.missing_keys)} weights missing, e.g. "
-                         f"{result.missing_keys[0]}" + hint)
-    return result
-
-
 def header_shapes(path: Path) -> dict[str, Any]:
     """Tensor names and shapes of a checkpoint as meta tensors: enough to tell its family
     without reading gigabytes. Pickled files are read (safely) in full."""
-    import torch
+    from .weights import SAFETENSORS, open_weights
 
-    if path.suffix.lower() not in (".safetensors", ".sft"):
+    if path.suffix.lower() not in SAFETENSORS:
         return read_state_dict(path)
-    check_model_file(path, "ckpt_name")
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        if n > 100 << 20:
-            raise InputError("ckpt_name", "a safetensors file", path.name, hint="bad header")
-        header = json.loads(f.read(n))
-    return {k: torch.empty(v["shape"], device="meta") for k, v in header.items()
-            if k != "__metadata__"}
+    return open_weights(path, "ckpt_name").meta()
 
 
 def detect_family(state_dict: dict[str, Any]) -> Arch | None:
@@ -226,7 +207,7 @@ def load_components(path: Path, torch_dtype: Any = None, vae_dtype: Any = None
         raise InputError("ckpt_name", "an existing checkpoint file or diffusers folder",
                          str(path))
     if path.is_dir():
-        comps = _load_folder(path, torch_dtype)
+        comps = _load_folder(path, torch_dtype, vae_dtype or torch_dtype)
     else:
         comps = _load_single_file(path, torch_dtype, vae_dtype or torch_dtype)
     if vae_dtype is not None and comps.vae.dtype != vae_dtype:
@@ -234,12 +215,63 @@ def load_components(path: Path, torch_dtype: Any = None, vae_dtype: Any = None
     return comps
 
 
-def _load_folder(path: Path, torch_dtype: Any) -> Components:
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
+def _load_folder(path: Path, torch_dtype: Any, vae_dtype: Any) -> Components:
+    """A diffusers folder: through weights.load where each part is one .safetensors file
+    (the usual layout), else through diffusers' from_pretrained (shards, .bin, variants)."""
     if not (path / "model_index.json").is_file():
         raise InputError("ckpt_name", "a diffusers folder (with model_index.json)", str(path))
     family = family_of_folder(path)
+    names = [n for n in ("unet", "vae", "text_encoder", "text_encoder_2")
+             if _component_class(path, n) is not None]
+    files = {n: list((path / n).glob("*.safetensors")) for n in names}
+    if all(len(f) == 1 for f in files.values()):
+        return _load_folder_parts(path, family, {n: f[0] for n, f in files.items()},
+                                  torch_dtype, vae_dtype)
+    return _load_pipeline(path, family, torch_dtype)
+
+
+def _load_folder_parts(path: Path, family: Arch, files: dict[str, Path], torch_dtype: Any,
+                       vae_dtype: Any) -> Components:
+    import torch
+
+    from .weights import Part, load, open_weights
+
+    torch_dtype = torch_dtype or torch.float32
+    modules = {"unet": build_unet(read_config(path / "unet")),
+               "vae": build_vae(read_config(path / "vae"))}
+    for name in files.keys() - modules.keys():
+        modules[name] = build_text_encoder(path, name)
+    for name, f in files.items():
+        part = Part(modules[name], vae_dtype if name == "vae" else torch_dtype,
+                    _names_of(modules[name]), what=f"a diffusers folder with every {name} weight")
+        load(open_weights(f, "ckpt_name"), [part], "ckpt_name", "", path.name)
+    tok = {n: cached_tokenizer(path / n) for n in ("tokenizer", "tokenizer_2")
+           if _component_class(path, n) is not None}
+    return Components(family, modules["unet"], modules["vae"], modules.get("text_encoder"),
+                      tok.get("tokenizer"), scheduler_config(path),
+                      modules.get("text_encoder_2"), tok.get("tokenizer_2"))
+
+
+def _names_of(module: Any) -> Any:
+    """A saved part's names -> the module's: transformers saves CLIP text models with or
+    without the `text_model.` level depending on its version."""
+    own = set(module.state_dict().keys())
+
+    def convert(sd):
+        out = {}
+        for k, v in sd.items():
+            for name in (k, k.removeprefix("text_model."), "text_model." + k):
+                if name in own:
+                    out[name] = v
+                    break
+        return out
+
+    return convert
+
+
+def _load_pipeline(path: Path, family: Arch, torch_dtype: Any) -> Components:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
     cls = StableDiffusionXLPipeline if family.is_sdxl_like else StableDiffusionPipeline
     kwargs = {} if family.is_sdxl_like else {"safety_checker": None,
                                              "requires_safety_checker": False}
