@@ -267,3 +267,14 @@ def test_loading_a_mid_size_checkpoint_peaks_near_the_models_size(tmp_path):
     peak, model = map(int, r.stdout.split()[-2:])
     assert model > 1.8 * size  # fp16 file, fp32 model
     assert peak < 1.3 * model, (peak / 2**20, model / 2**20)
+
+
+def test_a_header_that_lies_about_a_tensor_names_the_file(tmp_path):
+    from nodes.diffusion.weights import open_weights
+
+    header = json.dumps({"w": {"dtype": "F16", "shape": [4, 4], "data_offsets": [0, 8]}})
+    bad = tmp_path / "lies.safetensors"
+    bad.write_bytes(len(header).to_bytes(8, "little") + header.encode() + bytes(8))
+    with pytest.raises(InputError) as e:
+        open_weights(bad, "lora_name")["w"]
+    assert "lies.safetensors" in str(e.value) and "lora_name" in str(e.value)

@@ -10,6 +10,7 @@ transformers, VAEs, text encoders, ControlNets) goes through these three."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,9 @@ class Weights(Mapping[str, Any]):
     file's pages would count against the process as long as the mapping lives."""
 
     def __init__(self, path: Path, header: dict[str, Any], metadata: dict[str, str],
-                 data_start: int = 0):
+                 data_start: int = 0, input_name: str | None = None):
         self.path, self._header, self.metadata = path, header, metadata
-        self._start = data_start
+        self._start, self.input_name = data_start, input_name
 
     def __getitem__(self, key: str) -> Any:
         if key not in self._header:
@@ -72,7 +73,12 @@ class Weights(Mapping[str, Any]):
             for key in order:
                 entry = self._header[key]
                 start, end = entry["data_offsets"]
-                stored = getattr(torch, self.dtype(key))
+                stored = getattr(torch, self.dtype(key), None)
+                if not isinstance(stored, torch.dtype) or end - start != \
+                        math.prod(entry["shape"]) * stored.itemsize:
+                    raise InputError(self.input_name, "a well-formed .safetensors file",
+                                     self.path.name, hint=f"{key}: its dtype, shape and size "
+                                     "do not agree")
                 cast = dtype is not None and stored.is_floating_point and stored != dtype \
                     and not (keep and keep(key))
                 if cast:
@@ -83,8 +89,8 @@ class Weights(Mapping[str, Any]):
                     raw = torch.empty(end - start, dtype=torch.uint8)
                 f.seek(self._start + start)
                 if end > start and f.readinto(memoryview(raw.numpy())) != end - start:
-                    raise InputError(None, "a complete .safetensors file", self.path.name,
-                                     hint=f"it ends inside {key}")
+                    raise InputError(self.input_name, "a complete .safetensors file",
+                                     self.path.name, hint=f"it ends inside {key}")
                 t = raw.view(stored).reshape(entry["shape"])
                 yield key, (t.to(dtype) if cast else t)
 
@@ -119,7 +125,7 @@ def open_weights(path: Path, input_name: str | None = None) -> Weights:
 
     check_model_file(path, input_name)
     header, metadata = read_header(path, input_name)
-    return Weights(path, header, metadata, 8 + header_size(path))
+    return Weights(path, header, metadata, 8 + header_size(path), input_name)
 
 
 def build(factory: Callable[[], Any]) -> Any:
