@@ -15,6 +15,7 @@ from engine.errors import InputError
 from engine.resources import RESOURCES
 
 from .arch import Arch, Prediction
+from .weights import check_model_file
 
 CONFIGS = RESOURCES / "configs"
 CLIP_VOCAB = CONFIGS / "tokenizers" / "clip"
@@ -57,18 +58,6 @@ def quiet() -> None:
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-
-
-def check_model_file(path: Path, input_name: str | None = None) -> None:
-    """Refuse a model path that is not a regular file: a FIFO or a device would hang or
-    flood the read."""
-    from engine.fsutil import check_user_file
-
-    try:
-        check_user_file(path, "model file")
-    except OSError as exc:
-        raise InputError(input_name, "a model file", str(path),
-                         hint=exc.strerror or str(exc)) from None
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:

@@ -119,10 +119,20 @@ def header_size(path: Path) -> int:
         return int.from_bytes(f.read(8), "little")
 
 
+def check_model_file(path: Path, input_name: str | None = None) -> None:
+    """Refuse a model path that is not a regular file: a FIFO or a device would hang or
+    flood the read."""
+    from engine.fsutil import check_user_file
+
+    try:
+        check_user_file(path, "model file")
+    except OSError as exc:
+        raise InputError(input_name, "a model file", str(path),
+                         hint=exc.strerror or str(exc)) from None
+
+
 def open_weights(path: Path, input_name: str | None = None) -> Weights:
     """The tensors of a .safetensors file, lazily (see `Weights`)."""
-    from .loading import check_model_file
-
     check_model_file(path, input_name)
     header, metadata = read_header(path, input_name)
     return Weights(path, header, metadata, 8 + header_size(path), input_name)
