@@ -41,6 +41,7 @@ with open(sys.argv[1], "rb", buffering=0) as f:
     buf = bytearray(64 << 20)
     while f.readinto(buf):
         pass
+s = time.perf_counter() - t
 model = 0
 """,
     "loom": """
@@ -50,6 +51,7 @@ from nodes.diffusion.loading import load_components
 import diffusers.models, transformers.models.clip  # imports are not the load
 t = time.perf_counter(); base = rss()
 comps = load_components(Path(sys.argv[1]), getattr(torch, sys.argv[2]))
+s = time.perf_counter() - t
 model = sum(x.numel() * x.element_size() for m in comps.values() for x in m.state_dict().values())
 """,
     "diffusers": """
@@ -62,16 +64,15 @@ quiet()
 p = Path(sys.argv[1]); fam = detect_family(header_shapes(p)); cfg = config_folder_for(p, fam)
 cls = StableDiffusionXLPipeline if fam.is_sdxl_like else StableDiffusionPipeline
 kw = {} if fam.is_sdxl_like else {"safety_checker": None, "requires_safety_checker": False}
-toks = tokenizers_for(cfg)
 t = time.perf_counter(); base = rss()
 pipe = cls.from_single_file(str(p), config=str(cfg), local_files_only=True,
-                            **_dtype(getattr(torch, sys.argv[2])), **kw, **toks)
+                            **_dtype(getattr(torch, sys.argv[2])), **kw, **tokenizers_for(cfg))
+s = time.perf_counter() - t
 model = sum(x.numel() * x.element_size() for m in pipe.components.values()
             if hasattr(m, "state_dict") for x in m.state_dict().values())
 """,
 }
 _EPILOGUE = """
-s = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print("RESULT", s, peak, peak - base, model)
 """
