@@ -35,6 +35,7 @@ from .graph import Graph, GraphNode, Link
 from .order import consumer_counts, grouped_order
 from .outputs import check_outputs, entry_problem, failure_of, no_grad
 from .protocols import Models, PathResolver
+from .runtime.plan import PlannedModels, Ports, use_plan
 from .spec import REQUIRED, FingerprintEnv, Node, overrides
 from .validate import InvalidGraph, analyze, errors, param_value
 
@@ -294,8 +295,6 @@ class Executor:
     def _execute(self, graph: Graph, plan: Plan, result: RunResult,
                  local: dict[str, dict[str, Any]], cancel: CancelToken) -> None:
         reg = graph.registry
-        resolve = self.resolver(graph)
-        remaining = consumer_counts(plan)
         workflow_doc: list[Any] = []
 
         def workflow() -> Any:
@@ -314,11 +313,38 @@ class Executor:
                 raise _Replan(nid)
             return outs
 
-        for nid in plan.run:
+        planned = self.models if isinstance(self.models, PlannedModels) else None
+
+        def replan(step: int) -> None:
+            if planned is not None:
+                planned.set_plan(use_plan(plan.run, plan.sources, ports, local.get), step)
+
+        def ports(nid: str) -> Ports:
+            c = reg[graph.nodes[nid].type]
+            return ({i.name: i.type for i in c.inputs}, {o.name: o.type for o in c.outputs})
+
+        try:
+            replan(0)
+            self._steps(graph, plan, result, local, cancel, replan, workflow, outputs_of)
+        finally:
+            if planned is not None:
+                planned.set_plan(None)
+
+    def _steps(self, graph: Graph, plan: Plan, result: RunResult,
+               local: dict[str, dict[str, Any]], cancel: CancelToken,
+               replan: Callable[[int], None], workflow: Callable[[], Any],
+               outputs_of: Callable[[str], dict[str, Any]]) -> None:
+        reg = graph.registry
+        resolve = self.resolver(graph)
+        remaining = consumer_counts(plan)
+        at_step = self.models.at_step if isinstance(self.models, PlannedModels) else None
+        for step, nid in enumerate(plan.run):
             if nid in local or nid in result.failures:
                 continue
             node = graph.nodes[nid]
             cls = reg[node.type]
+            if at_step is not None:
+                at_step(step)
             if cancel.cancelled:
                 result.status = RunStatus.CANCELLED
                 return
@@ -366,6 +392,7 @@ class Executor:
             seconds = time.perf_counter() - t0
             V.freeze(outs)
             local[nid] = outs
+            replan(step)  # what it made is known now (a loader's model)
             result.computed.append(nid)
             if nid not in plan.volatile:
                 self.cache.put(plan.signatures[nid], outs, node.type)
