@@ -107,6 +107,7 @@ class ModelManager:
         self.prefetched: list[str] = []  # keys a background load brought in before use
         self.evicted: list[str] = []  # keys dropped or moved off the device to make room
         self.oom_retries = 0  # how often the out-of-memory safety net had to run
+        self.timeline: list[tuple[float, str, str]] = []  # (monotonic, what, key)
         self._sequential: set[int] = set()  # modules that ran out of memory: stay offloaded
         self._loaders: dict[str, Callable[[], Any]] = {}  # how to load each key again
         self._sizes: dict[str, int] = {}  # its bytes when last loaded
@@ -187,9 +188,10 @@ class ModelManager:
             entry.on_device = True
         return entry.obj
 
-    def _insert(self, key: str, obj: Any, on_device: bool) -> _Loaded:
+    def _insert(self, key: str, obj: Any, on_device: bool, how: str = "load") -> _Loaded:
         self.loads += 1
         self.load_log.append(key)
+        self.timeline.append((time.monotonic(), how, key))
         entry = _Loaded(obj, module_bytes(obj), on_device=on_device)
         self._sizes[key] = entry.nbytes
         self._loaded[key] = entry
@@ -203,6 +205,7 @@ class ModelManager:
 
     def _evict(self, key: str) -> None:
         self.evicted.append(key)
+        self.timeline.append((time.monotonic(), "evict", key))
         if self._on_cpu:
             del self._loaded[key]
         else:
@@ -286,6 +289,7 @@ class ModelManager:
         entry = self._loaded.get(key)
         loader = self._loaders[key]
         log.info("prefetching %s", key)
+        self.timeline.append((time.monotonic(), "prefetch-start", key))
         threading.Thread(target=self._prefetch, args=(key, entry, loader, done),
                          name="loom-prefetch", daemon=True).start()
 
@@ -306,9 +310,10 @@ class ModelManager:
         else:
             with self._lock:
                 if entry is None:
-                    self._insert(key, obj, on_device=True)
+                    self._insert(key, obj, on_device=True, how="prefetch")
                 else:
                     entry.on_device = True
+                    self.timeline.append((time.monotonic(), "prefetch", key))
                 self.prefetched.append(key)
         finally:
             with self._lock:
