@@ -21,6 +21,7 @@ from . import values as V
 from .cache import Cache
 from .context import CancelToken, NodeContext
 from .errors import Cancelled, InputError, NodeFailure, PartialOutput
+from .estimates import EstimateEnv, MemoryEstimate, estimate, node_facts
 from .events import (
     EventBus,
     NodeFailed,
@@ -35,7 +36,7 @@ from .graph import Graph, GraphNode, Link
 from .order import consumer_counts, grouped_order
 from .outputs import check_outputs, entry_problem, failure_of, no_grad
 from .protocols import Models, PathResolver
-from .runtime.plan import PlannedModels, Ports, use_plan
+from .runtime.plan import PlannedModels, Ports, device_memory, use_plan
 from .spec import REQUIRED, FingerprintEnv, Node, overrides
 from .validate import InvalidGraph, analyze, errors, param_value
 
@@ -51,6 +52,7 @@ class Plan:
     sources: dict[str, dict[str, Link]] = field(repr=False, default_factory=dict)
     volatile: set[str] = field(repr=False, default_factory=set)  # never cached (randomness)
     values: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)  # coerced
+    order: list[str] = field(repr=False, default_factory=list)  # needed nodes, dependency order
 
     def to_dict(self) -> dict[str, list[str]]:
         return {"run": list(self.run), "cached": list(self.cached)}
@@ -165,7 +167,20 @@ class Executor:
         run = grouped_order(targets, sources, to_run)
         position = {nid: i for i, nid in enumerate(order)}
         return Plan(targets, run, sorted(cached, key=position.__getitem__), sigs, sources,
-                    volatile, values)
+                    volatile, values, order)
+
+    def memory(self, graph: Graph, plan: Plan | None = None) -> MemoryEstimate:
+        """Each node's peak memory before running it: of the plan's run, or (no plan) of
+        every node the graph's outputs need. Raises InvalidGraph."""
+        if plan is None:
+            plan = self.plan(graph)
+            plan.run = list(plan.order)
+        device = self.models.device
+        env = EstimateEnv(self._find_model, device.dtype, device.vae_dtype, device.device)
+        facts = node_facts(graph, plan.order, plan.sources, plan.values, env)
+        limit = device_memory(device.device)
+        return estimate(facts, plan.run, getattr(self.models, "budget", None), limit,
+                        f"{device.device} memory")
 
     def _cached(self, cls: type[Node], sig: str, nid: str,
                 fetch: dict[str, dict[str, Any]] | None) -> bool:
@@ -244,7 +259,11 @@ class Executor:
         local: dict[str, dict[str, Any]] = {}
         plan = self.plan(graph, targets, fetch=local)
         result = RunResult(run_id, RunStatus.OK, plan)
-        self.events.emit(RunStarted(run_id, plan.to_dict(), list(plan.targets)))
+        memory = self.memory(graph, plan)
+        if not memory.fits:
+            log.warning("%s", memory.warning())
+        self.events.emit(RunStarted(run_id, plan.to_dict(), list(plan.targets),
+                                    memory.to_dict()))
         self._emit_cached(graph, result, local, plan.cached)
         try:
             self._execute(graph, plan, result, local, cancel)

@@ -4,10 +4,10 @@ plans its memory with (evict the model needed furthest ahead, prefetch the next 
 A node uses the models whose refs arrive on its inputs. A value already computed (a cached
 output, or a node that ran) is looked into for its `ModelRef`s; a value still to come is
 predicted: an output carries the models of the node's inputs of the same link type (a
-LoRA's MODEL out carries its MODEL in) plus a placeholder for what the node itself may
-load. Placeholders stand for models not known yet (a loader that has not run); they are
-never resident, so they never decide an eviction. After each node runs the plan is made
-again from its real outputs, so a loader's model is known from then on."""
+patch node's MODEL out carries its MODEL in) plus a placeholder for what the node itself
+may load. Placeholders stand for models not known yet (a loader that has not run); they
+are never resident, so they never decide an eviction. After each node runs the plan is
+made again from its real outputs, so a loader's model is known from then on."""
 
 from __future__ import annotations
 
@@ -91,3 +91,27 @@ class PlannedModels(Protocol):
     def set_plan(self, uses: Uses | None, step: int = 0) -> None: ...
 
     def at_step(self, step: int) -> None: ...
+
+
+def device_memory(device: str) -> int | None:
+    """The device's total memory in bytes (the machine's for the CPU), None if unknown."""
+    if device.startswith("cuda"):
+        import torch
+
+        index = torch.device(device).index
+        return int(torch.cuda.mem_get_info(index if index is not None else 0)[1])
+    if device == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemTotal:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            import os
+
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
