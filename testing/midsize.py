@@ -1,11 +1,13 @@
 """A mid-size random-weight SD 1.5-shaped checkpoint (about 230 MB in float32): big enough
 that its weights and activations stand well above the interpreter's own memory, so memory
-estimates can be checked against measured peaks; small enough to build in seconds."""
+estimates can be checked against measured peaks; small enough to build in seconds. And
+`model_chain`, a graph that comes back to models after others ran (memory planning)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from .diffusion import SD15_SCHEDULER, write_byte_tokenizer, write_single_file
 
@@ -52,3 +54,28 @@ def build_mid_sd15(root: str | Path, name: str = "mid-sd15", seed: int = 0) -> P
     single = write_single_file(folder, root / "checkpoints", name, unet, vae, text)
     shutil.rmtree(root / ".build")
     return single
+
+
+def model_chain(names: list[str], steps: int = 2, size: int = 64) -> Any:
+    """Text to image with the first checkpoint, then image to image with each next one:
+    with names A X B A X a model is needed again after others ran."""
+    from engine import Graph
+
+    g = Graph()
+    cks: dict[str, Any] = {}
+    img = None
+    for i, name in enumerate(names):
+        ck = cks.get(name) or g.add("load_checkpoint", f"ck{len(cks)}", ckpt_name=name)
+        cks[name] = ck
+        pos = g.add("text_encode", f"pos{i}", clip=ck["clip"], text="a red circle")
+        neg = g.add("text_encode", f"neg{i}", clip=ck["clip"], text="")
+        if img is None:
+            lat = g.add("empty_latent", "lat", width=size, height=size, batch_size=1)["latent"]
+        else:
+            lat = g.add("vae_encode", f"enc{i}", vae=ck["vae"], image=img)["latent"]
+        s = g.add("sampler", f"s{i}", model=ck["model"], positive=pos["conditioning"],
+                  negative=neg["conditioning"], latent=lat, seed=1, steps=steps, cfg=5.0,
+                  denoise=1.0 if img is None else 0.6)
+        img = g.add("vae_decode", f"d{i}", vae=ck["vae"], latent=s["latent"])["image"]
+    g.add("preview_image", "out", images=img)
+    return g

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from engine import Executor, Graph
+from engine import Executor
 from engine.modelpaths import ModelFolders
 from engine.runtime.device import DeviceChoice
 from engine.runtime.models import ModelManager
@@ -19,26 +19,9 @@ A, X, B = "tiny-sd15", "tiny-sdxl", "tiny-sd15.safetensors"
 
 
 def chain(names, steps=2):
-    """Text to image with the first model, then image to image with each next one: a
-    model comes back after others ran (A X B A X)."""
-    g = Graph()
-    cks: dict = {}
-    img = None
-    for i, name in enumerate(names):
-        ck = cks.get(name) or g.add("load_checkpoint", f"ck{len(cks)}", ckpt_name=name)
-        cks[name] = ck
-        pos = g.add("text_encode", f"pos{i}", clip=ck["clip"], text="a red circle")
-        neg = g.add("text_encode", f"neg{i}", clip=ck["clip"], text="")
-        if img is None:
-            lat = g.add("empty_latent", "lat", width=64, height=64, batch_size=1)["latent"]
-        else:
-            lat = g.add("vae_encode", f"enc{i}", vae=ck["vae"], image=img)["latent"]
-        s = g.add("sampler", f"s{i}", model=ck["model"], positive=pos["conditioning"],
-                  negative=neg["conditioning"], latent=lat, seed=1, steps=steps, cfg=5.0,
-                  denoise=1.0 if img is None else 0.6)
-        img = g.add("vae_decode", f"d{i}", vae=ck["vae"], latent=s["latent"])["image"]
-    g.add("preview_image", "out", images=img)
-    return g
+    from testing.midsize import model_chain
+
+    return model_chain(names, steps)
 
 
 def name_of(key):

@@ -329,6 +329,10 @@ class ModelManager:
 
     def unload(self, key: str | None = None) -> None:
         with self._lock:
+            pending = list(self._pending.values())
+        for done in pending:  # a background load finishing later would bring it back
+            done.wait()
+        with self._lock:
             if key is None:
                 self._loaded.clear()
             else:

@@ -9,6 +9,7 @@ measured peaks. In floats per pixel of the stage's resolution, per image in the 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -34,11 +35,18 @@ _VAE_PREFIXES = ("first_stage_model.", "vae.")
 
 
 def header(path: Path) -> dict[str, Any]:
-    """A safetensors file's tensor table (name -> dtype, shape), read without torch."""
+    """A safetensors file's tensor table (name -> dtype, shape), read without torch; kept
+    while the file is unchanged (the editor estimates after every edit)."""
+    st = os.stat(path)
+    return _header(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _header(path: str, size: int, mtime: int) -> dict[str, Any]:
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         if n > 100 << 20:
-            raise ValueError(f"{path.name}: not a safetensors file")
+            raise ValueError(f"{path}: not a safetensors file")
         table: dict[str, Any] = json.loads(f.read(n))
     table.pop("__metadata__", None)
     return table
