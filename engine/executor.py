@@ -36,7 +36,7 @@ from .graph import Graph, GraphNode, Link
 from .order import consumer_counts, grouped_order
 from .outputs import check_outputs, entry_problem, failure_of, no_grad
 from .protocols import Models, PathResolver
-from .runtime.plan import PlannedModels, Ports, device_memory, use_plan
+from .runtime.plan import PlannedModels, Ports, device_memory, model_keys, use_plan
 from .spec import REQUIRED, FingerprintEnv, Node, overrides
 from .validate import InvalidGraph, analyze, errors, param_value
 
@@ -259,7 +259,11 @@ class Executor:
         local: dict[str, dict[str, Any]] = {}
         plan = self.plan(graph, targets, fetch=local)
         result = RunResult(run_id, RunStatus.OK, plan)
-        memory = self.memory(graph, plan)
+        try:
+            memory = self.memory(graph, plan)
+        except Exception as exc:  # an estimate is advice: it never stops a run
+            log.debug("no memory estimate: %s", exc)
+            memory = MemoryEstimate({})
         if not memory.fits:
             log.warning("%s", memory.warning())
         self.events.emit(RunStarted(run_id, plan.to_dict(), list(plan.targets),
@@ -411,7 +415,8 @@ class Executor:
             seconds = time.perf_counter() - t0
             V.freeze(outs)
             local[nid] = outs
-            replan(step)  # what it made is known now (a loader's model)
+            if model_keys(outs):  # what it made is known now (a loader's model)
+                replan(step)
             result.computed.append(nid)
             if nid not in plan.volatile:
                 self.cache.put(plan.signatures[nid], outs, node.type)

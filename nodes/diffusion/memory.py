@@ -18,6 +18,7 @@ from typing import Any
 from engine.estimates import Estimate, EstimateEnv
 from engine.registry import Registry
 
+from .arch import Arch
 from .files import CHECKPOINTS, DIFFUSERS, DIFFUSION_MODELS, VAES
 from .loading import CONFIGS
 from .vae import TILE_PIXELS
@@ -70,12 +71,14 @@ def weight_bytes(path: Path, env: EstimateEnv, vae: bool = False) -> int:
     return total
 
 
-def _family(table: dict[str, Any]) -> str:
-    if any(k.startswith("conditioner.embedders.1") for k in table):
-        return "sdxl"
+def _family(table: dict[str, Any]) -> Arch:
+    """The family a checkpoint's keys say, by its text encoders (enough for the shapes)."""
+    if any(k.startswith("conditioner.embedders.1") or "label_emb." in k or
+           k.startswith("add_embedding.") for k in table):  # SDXL, or an SDXL UNet alone
+        return Arch.sdxl
     if any(k.startswith("cond_stage_model.model.") for k in table):
-        return "sd2"
-    return "sd15"
+        return Arch.sd2
+    return Arch.sd15
 
 
 def _config(path: Path, part: str) -> dict[str, Any]:
@@ -87,8 +90,13 @@ def _config(path: Path, part: str) -> dict[str, Any]:
     if side.is_file():
         return dict(json.loads(side.read_text()))
     family = _family(header(path)) if path.suffix.lower() in (".safetensors", ".sft") \
-        else "sd15"
-    return dict(json.loads((CONFIGS / family / part / "config.json").read_text()))
+        else Arch.sd15
+    return _shipped(family, part)
+
+
+def _shipped(family: Arch, part: str) -> dict[str, Any]:
+    return dict(json.loads((CONFIGS / family.config_folder() / part / "config.json")
+                           .read_text()))
 
 
 def _unet_facts(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -101,9 +109,12 @@ def _vae_facts(cfg: dict[str, Any]) -> dict[str, Any]:
             "latent": int(cfg.get("latent_channels", 4))}
 
 
-def _folder_bytes(folder: Path, env: EstimateEnv) -> int:
-    return sum(weight_bytes(f, env, vae=f.parent.name == "vae")
-               for f in folder.glob("*/*.safetensors"))
+def _bytes(path: Path, env: EstimateEnv, vae: bool = False) -> int:
+    """A model file's loaded bytes, or a folder's (a pipeline's vae/ part at the VAE dtype)."""
+    if not path.is_dir():
+        return weight_bytes(path, env, vae)
+    return sum(weight_bytes(f, env, vae or f.parent.name == "vae")
+               for f in path.rglob("*.safetensors"))
 
 
 def load_checkpoint(values: dict[str, Any], inputs: dict[str, Any],
@@ -113,8 +124,7 @@ def load_checkpoint(values: dict[str, Any], inputs: dict[str, Any],
                                env.find_model(DIFFUSERS, name))
     if not path:
         return Estimate()
-    total = _folder_bytes(path, env) if path.is_dir() else weight_bytes(path, env)
-    models = {str(path): total}
+    models = {str(path): _bytes(path, env)}
     unet, vae = _unet_facts(_config(path, "unet")), _vae_facts(_config(path, "vae"))
     return Estimate(weights=models, outputs={
         "model": {"models": models, "unet": unet}, "clip": {"models": models},
@@ -125,11 +135,9 @@ def load_vae(values: dict[str, Any], inputs: dict[str, Any], env: EstimateEnv) -
     path = env.find_model and env.find_model(VAES, values.get("vae_name") or "")
     if not path:
         return Estimate()
-    models = {str(path): _folder_bytes(path, env) if path.is_dir()
-              else weight_bytes(path, env, vae=True)}
-    cfg = _config(path.parent, "vae") if path.is_dir() else \
-        json.loads((CONFIGS / str(values.get("family", "sd15")) / "vae" / "config.json")
-                   .read_text())
+    models = {str(path): _bytes(path, env, vae=True)}
+    cfg = json.loads((path / "config.json").read_text()) if path.is_dir() else \
+        _shipped(Arch.of(str(values.get("family", ""))) or Arch.sd15, "vae")
     return Estimate(weights=models, outputs={"vae": {"models": models, "vae": _vae_facts(cfg)}})
 
 
@@ -138,10 +146,11 @@ def load_diffusion_model(values: dict[str, Any], inputs: dict[str, Any],
     path = env.find_model and env.find_model(DIFFUSION_MODELS, values.get("unet_name") or "")
     if not path:
         return Estimate()
-    models = {str(path): _folder_bytes(path.parent, env) if path.is_dir()
-              else weight_bytes(path, env)}
+    models = {str(path): _bytes(path, env)}
+    cfg = json.loads((path / "config.json").read_text()) if path.is_dir() else \
+        _config(path, "unet")
     return Estimate(weights=models, outputs={"model": {"models": models,
-                                                       "unet": _unet_facts(_config(path, "unet"))}})
+                                                       "unet": _unet_facts(cfg)}})
 
 
 def empty_latent(values: dict[str, Any], inputs: dict[str, Any], env: EstimateEnv) -> Estimate:
