@@ -61,8 +61,9 @@ class OutOfMemory(RuntimeError):
 def _modules(obj: Any) -> list[Any]:
     """A loaded object's modules: itself, or the values of a dict or of a holder with
     `values()` (a checkpoint's components)."""
-    values = getattr(obj, "values", None)
-    return list(values()) if callable(values) else [obj]
+    if callable(getattr(type(obj), "values", None)):  # not via __getattr__ (configs)
+        return list(obj.values())
+    return [obj]
 
 
 def module_bytes(obj: Any) -> int:
