@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="compute precision")
     r.add_argument("--channels-last", action="store_true", help="UNet in channels-last format")
     r.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    r.add_argument("--model-budget-gb", type=_budget_gib, metavar="GIB",
+                   help="keep at most this much model weights on the device (the one "
+                   "needed furthest ahead goes first)")
     r.set_defaults(func=cmd_run)
 
     ed = sub.add_parser("edit", help="open a workflow in the editor (the default command)")
@@ -66,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("workflow")
     v.add_argument("--json", action="store_true")
     v.add_argument("--models", action="append", metavar="DIR")
+    v.add_argument("--device", help="the device to estimate memory for (default: the best)")
+    v.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="compute precision")
+    v.add_argument("--model-budget-gb", type=_budget_gib, metavar="GIB",
+                   help="the model budget a run would have")
     v.set_defaults(func=cmd_validate)
 
     im = sub.add_parser("import", help="convert a ComfyUI workflow (API or UI JSON, or a "
@@ -109,15 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
 MAX_CACHE_GIB = 1 << 20  # a pebibyte: far beyond any disk, far below float overflow
 
 
-def _cache_gib(text: str) -> float:
+def _gib(text: str, low: float, high: float) -> float:
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 <= value <= MAX_CACHE_GIB:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected a size in GiB from 0 to {MAX_CACHE_GIB}, "
+    if not low <= value <= high:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a size in GiB from {low:g} to {high:g}, "
                                          f"got {text!r}")
     return value
+
+
+def _cache_gib(text: str) -> float:
+    return _gib(text, 0, MAX_CACHE_GIB)
+
+
+def _budget_gib(text: str) -> float:
+    return _gib(text, 0.01, 1 << 20)
 
 
 def _cache_folder(text: str) -> str:
@@ -243,10 +258,13 @@ def _make_models(args):
     from engine.runtime.models import ModelManager
 
     device: DeviceChoice | None = None
-    if args.device or args.dtype or args.channels_last or args.compile:
-        device = choose(args.device, args.dtype, channels_last=args.channels_last or None,
-                        compile=args.compile or None)
-    return ModelManager(device=device, paths=_folders(args))
+    channels_last, compile = getattr(args, "channels_last", False), getattr(args, "compile", False)
+    if args.device or args.dtype or channels_last or compile:
+        device = choose(args.device, args.dtype, channels_last=channels_last or None,
+                        compile=compile or None)
+    gib = getattr(args, "model_budget_gb", None)
+    return ModelManager(device=device, paths=_folders(args),
+                        budget_bytes=None if gib is None else int(gib * (1 << 30)))
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -324,16 +342,51 @@ def _failure_text(graph, f) -> str:
     return text
 
 
+def _memory(graph, args):
+    """The graph's memory estimate, when a node in it has an estimator; None otherwise
+    (no device is chosen, so no torch import, for graphs without models)."""
+    from engine import Executor
+
+    if not any(graph.registry.estimator(n.type) for n in graph.nodes.values()):
+        return None
+    try:
+        return Executor(models=_make_models(args)).memory(graph)
+    except ValueError as exc:  # a bad --device / --dtype
+        _err(str(exc))
+        return None
+
+
+def _say_memory(graph, memory) -> None:
+    from engine.estimates import gib
+
+    for nid, m in memory.nodes.items():
+        if m.peak:
+            _say(f"memory: {nid} ({graph.nodes[nid].type}): about {gib(m.peak)} "
+                 f"({gib(m.weights)} weights + {gib(m.activations)} working)")
+    if memory.peak_node is not None:
+        limit = f" of {gib(memory.limit)} {memory.limit_name}" if memory.limit else ""
+        _say(f"memory: peak about {gib(memory.peak)} at {memory.peak_node}{limit}")
+
+
 def cmd_validate(args) -> int:
     from engine import validate
+    from engine.validate import Problem
 
     graph = _load(args.workflow, args, quiet=args.json)
     problems = validate(graph)
+    memory = None
+    if not any(p.severity == "error" for p in problems):
+        memory = _memory(graph, args)
+        if memory is not None and memory.warning():
+            problems.append(Problem(memory.warning() or "", severity="warning",
+                                    code="memory"))
     if args.json:
         print(json.dumps([p.to_dict() for p in problems], indent=2))
     else:
         for p in problems:
             _say(p)
+        if memory is not None:
+            _say_memory(graph, memory)
         n_err = sum(p.severity == "error" for p in problems)
         _say(f"{args.workflow}: {n_err} error(s), {len(problems) - n_err} warning(s)",
              file=sys.stderr)

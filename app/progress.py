@@ -33,6 +33,9 @@ class TerminalProgress:
             handler(ev)
 
     def _run_started(self, ev: RunStarted) -> None:
+        warning = ev.memory.get("warning")
+        if warning:
+            print(printable(f"warning: {warning}"), file=sys.stderr)
         total = len(ev.plan["run"])
         if self.tty and total:
             from tqdm import tqdm

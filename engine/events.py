@@ -52,6 +52,9 @@ class RunStarted(Event):
     event: ClassVar[str] = "run_started"
     plan: dict[str, list[str]] = field(default_factory=dict)  # {"run": [...], "cached": [...]}
     targets: list[str] = field(default_factory=list)
+    # engine.estimates.MemoryEstimate.to_dict(): per node {peak, weights, activations} in
+    # bytes, the run's peak and node, the limit, whether it fits, and a warning if not
+    memory: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from . import values as V
 from .cache import Cache
 from .context import CancelToken, NodeContext
 from .errors import Cancelled, InputError, NodeFailure, PartialOutput
+from .estimates import EstimateEnv, MemoryEstimate, estimate, node_facts
 from .events import (
     EventBus,
     NodeFailed,
@@ -35,6 +36,7 @@ from .graph import Graph, GraphNode, Link
 from .order import consumer_counts, grouped_order
 from .outputs import check_outputs, entry_problem, failure_of, no_grad
 from .protocols import Models, PathResolver
+from .runtime.plan import PlannedModels, Ports, device_memory, model_keys, use_plan
 from .spec import REQUIRED, FingerprintEnv, Node, overrides
 from .validate import InvalidGraph, analyze, errors, param_value
 
@@ -50,6 +52,7 @@ class Plan:
     sources: dict[str, dict[str, Link]] = field(repr=False, default_factory=dict)
     volatile: set[str] = field(repr=False, default_factory=set)  # never cached (randomness)
     values: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)  # coerced
+    order: list[str] = field(repr=False, default_factory=list)  # needed nodes, dependency order
 
     def to_dict(self) -> dict[str, list[str]]:
         return {"run": list(self.run), "cached": list(self.cached)}
@@ -164,7 +167,20 @@ class Executor:
         run = grouped_order(targets, sources, to_run)
         position = {nid: i for i, nid in enumerate(order)}
         return Plan(targets, run, sorted(cached, key=position.__getitem__), sigs, sources,
-                    volatile, values)
+                    volatile, values, order)
+
+    def memory(self, graph: Graph, plan: Plan | None = None) -> MemoryEstimate:
+        """Each node's peak memory before running it: of the plan's run, or (no plan) of
+        every node the graph's outputs need. Raises InvalidGraph."""
+        if plan is None:
+            plan = self.plan(graph)
+            plan.run = list(plan.order)
+        device = self.models.device
+        env = EstimateEnv(self._find_model, device.dtype, device.vae_dtype, device.device)
+        facts = node_facts(graph, plan.order, plan.sources, plan.values, env)
+        limit = device_memory(device.device)
+        return estimate(facts, plan.run, getattr(self.models, "budget", None), limit,
+                        f"{device.device} memory")
 
     def _cached(self, cls: type[Node], sig: str, nid: str,
                 fetch: dict[str, dict[str, Any]] | None) -> bool:
@@ -243,7 +259,15 @@ class Executor:
         local: dict[str, dict[str, Any]] = {}
         plan = self.plan(graph, targets, fetch=local)
         result = RunResult(run_id, RunStatus.OK, plan)
-        self.events.emit(RunStarted(run_id, plan.to_dict(), list(plan.targets)))
+        try:
+            memory = self.memory(graph, plan)
+        except Exception as exc:  # an estimate is advice: it never stops a run
+            log.debug("no memory estimate: %s", exc)
+            memory = MemoryEstimate({})
+        if not memory.fits:
+            log.warning("%s", memory.warning())
+        self.events.emit(RunStarted(run_id, plan.to_dict(), list(plan.targets),
+                                    memory.to_dict()))
         self._emit_cached(graph, result, local, plan.cached)
         try:
             self._execute(graph, plan, result, local, cancel)
@@ -294,8 +318,6 @@ class Executor:
     def _execute(self, graph: Graph, plan: Plan, result: RunResult,
                  local: dict[str, dict[str, Any]], cancel: CancelToken) -> None:
         reg = graph.registry
-        resolve = self.resolver(graph)
-        remaining = consumer_counts(plan)
         workflow_doc: list[Any] = []
 
         def workflow() -> Any:
@@ -314,11 +336,38 @@ class Executor:
                 raise _Replan(nid)
             return outs
 
-        for nid in plan.run:
+        planned = self.models if isinstance(self.models, PlannedModels) else None
+
+        def replan(step: int) -> None:
+            if planned is not None:
+                planned.set_plan(use_plan(plan.run, plan.sources, ports, local.get), step)
+
+        def ports(nid: str) -> Ports:
+            c = reg[graph.nodes[nid].type]
+            return ({i.name: i.type for i in c.inputs}, {o.name: o.type for o in c.outputs})
+
+        try:
+            replan(0)
+            self._steps(graph, plan, result, local, cancel, replan, workflow, outputs_of)
+        finally:
+            if planned is not None:
+                planned.set_plan(None)
+
+    def _steps(self, graph: Graph, plan: Plan, result: RunResult,
+               local: dict[str, dict[str, Any]], cancel: CancelToken,
+               replan: Callable[[int], None], workflow: Callable[[], Any],
+               outputs_of: Callable[[str], dict[str, Any]]) -> None:
+        reg = graph.registry
+        resolve = self.resolver(graph)
+        remaining = consumer_counts(plan)
+        at_step = self.models.at_step if isinstance(self.models, PlannedModels) else None
+        for step, nid in enumerate(plan.run):
             if nid in local or nid in result.failures:
                 continue
             node = graph.nodes[nid]
             cls = reg[node.type]
+            if at_step is not None:
+                at_step(step)
             if cancel.cancelled:
                 result.status = RunStatus.CANCELLED
                 return
@@ -366,6 +415,8 @@ class Executor:
             seconds = time.perf_counter() - t0
             V.freeze(outs)
             local[nid] = outs
+            if model_keys(outs):  # what it made is known now (a loader's model)
+                replan(step)
             result.computed.append(nid)
             if nid not in plan.volatile:
                 self.cache.put(plan.signatures[nid], outs, node.type)

@@ -9,6 +9,7 @@ from importlib import metadata
 from types import MappingProxyType, ModuleType
 from typing import Any
 
+from .estimates import Estimator
 from .modelpaths import ModelKind
 from .spec import Node
 from .types import CORE_TYPES, LinkType, define
@@ -25,6 +26,7 @@ class Registry:
         self._aliases: dict[str, str] = {}
         self._link_types: dict[str, LinkType] = {t: t for t in CORE_TYPES}
         self._model_kinds: dict[str, ModelKind] = {}
+        self._estimators: dict[str, Estimator] = {}
         self.plugin_errors: dict[str, str] = {}
 
     def add_link_type(self, t: LinkType) -> LinkType:
@@ -44,6 +46,13 @@ class Registry:
             raise ValueError(f"model kind {kind} is already registered")
         self._model_kinds[kind] = kind
         return kind
+
+    def add_estimator(self, type_id: str, fn: Estimator) -> None:
+        """A package's memory estimate for one of its node types (engine.estimates)."""
+        self._estimators[type_id] = fn
+
+    def estimator(self, type_id: str) -> Estimator | None:
+        return self._estimators.get(self.canonical(type_id))
 
     @property
     def link_types(self) -> Mapping[str, LinkType]:

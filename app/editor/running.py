@@ -119,4 +119,8 @@ class RunActions:
             plan = self._executor.plan(self.doc.graph)
         except Exception:
             return
-        self.run_state.mark_stale(set(plan.run))
+        try:
+            memory = self._executor.memory(self.doc.graph, plan).to_dict()["nodes"]
+        except Exception:  # an estimate is a hint: never in the way of the markers
+            memory = {}
+        self.run_state.mark_stale(set(plan.run), memory)

@@ -20,6 +20,7 @@ class NodeRun:
     progress: float = 0.0  # of the running node, 0..1
     message: str = ""  # why it failed
     stale: bool = False  # the next run computes it
+    memory: dict | None = None  # its estimated peak ({peak, weights, activations}, bytes)
 
 
 class RunView(QObject):
@@ -70,13 +71,17 @@ class RunView(QObject):
             if st.status == NodeStatus.RUNNING:
                 self._set(nid, status=NodeStatus.NONE)
 
-    def mark_stale(self, will_run: set[str]) -> None:
+    def mark_stale(self, will_run: set[str], memory: dict[str, dict] | None = None) -> None:
+        """Which nodes the next run computes, and (when known) each one's memory estimate."""
+        memory = memory or {}
         for nid in self.doc.graph.nodes:
-            if (nid in will_run) != self.state(nid).stale:
-                self._set(nid, stale=nid in will_run)
+            st = self.state(nid)
+            if (nid in will_run) != st.stale or memory.get(nid) != st.memory:
+                self._set(nid, stale=nid in will_run, memory=memory.get(nid))
 
     def _run_started(self, ev: RunStarted, _rev: RunEvent) -> None:
         runs, cached = set(ev.plan.get("run", [])), set(ev.plan.get("cached", []))
+        estimates = ev.memory.get("nodes", {})
         self.done = 0
         self.plan_started.emit(len(runs))
         for nid in self.doc.graph.nodes:
@@ -84,7 +89,8 @@ class RunView(QObject):
             done_before = self.state(nid).status in (NodeStatus.COMPUTED, NodeStatus.CACHED) \
                 and nid not in runs
             status = NodeStatus.CACHED if nid in cached or done_before else NodeStatus.NONE
-            self._set(nid, status=status, progress=0.0, message="")
+            self._set(nid, status=status, progress=0.0, message="",
+                      memory=estimates.get(nid))
 
     def _node_started(self, ev: NodeStarted, _rev: RunEvent) -> None:
         self._set(ev.node, status=NodeStatus.RUNNING, progress=0.0)

@@ -70,6 +70,7 @@ class NodeItem(QGraphicsItem):
         self.state = ""  # "", running, computed, cached, failed
         self.progress = 0.0
         self.stale = False  # will run on the next Run
+        self.memory: dict | None = None  # the next run's estimate for it (bytes)
         self.message = ""
         self.thumbnail: QPixmap | None = None
         self.highlight: set[Port] = set()  # ports a dragged wire may connect to
@@ -104,6 +105,13 @@ class NodeItem(QGraphicsItem):
 
     def tooltip_text(self) -> None:
         tip = self.message if self.state == "failed" else ""
+        if self.stale and self.memory and self.memory.get("peak"):
+            from engine.estimates import gib
+
+            m = self.memory
+            tip = "\n".join(filter(None, (tip, (
+                f"next run: about {gib(m['peak'])} of memory ({gib(m['weights'])} of model "
+                f"weights + {gib(m['activations'])} working)"))))
         if self.placeholder:
             tip = (f"Unknown node type {self.doc.graph.node(self.node_id).type!r}: its data and "
                    "links are kept and saved back unchanged, but it cannot run.")
@@ -186,7 +194,8 @@ class NodeItem(QGraphicsItem):
         p.setFont(f)
         label = self.title + ("  (muted)" if self.mode == "muted" else
                               "  (bypassed)" if self.mode == "bypassed" else "")
-        p.drawText(title_rect.adjusted(8, 0, -30, 0), Qt.AlignmentFlag.AlignVCenter, label)
+        room = 30 + (50 if self.stale and self.memory_label() else 0)  # status ring, estimate
+        p.drawText(title_rect.adjusted(8, 0, -room, 0), Qt.AlignmentFlag.AlignVCenter, label)
         self._paint_status(p, title_rect)
         f.setBold(False)
         f.setPointSizeF(8)
@@ -219,6 +228,21 @@ class NodeItem(QGraphicsItem):
             p.setPen(QPen(theme.SELECTED, 1.5))
             p.setBrush(Qt.BrushStyle.NoBrush)
             p.drawEllipse(QPointF(x - 13, y), 3.5, 3.5)
+            label = self.memory_label()
+            if label:  # its memory estimate, beside the ring
+                f = p.font()
+                f.setPointSizeF(7)
+                p.setFont(f)
+                p.setPen(theme.DIM_TEXT)
+                p.drawText(QRectF(x - 70, y - 7, 50, 14),
+                           Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, label)
+
+    def memory_label(self) -> str:
+        """The next run's peak for this node, short ("1.2G", "340M"); "" when unknown."""
+        peak = (self.memory or {}).get("peak", 0)
+        if not peak:
+            return ""
+        return f"{peak / (1 << 30):.1f}G" if peak >= 1 << 30 else f"{peak / (1 << 20):.0f}M"
 
     def _paint_port(self, p: QPainter, port: Port, lod: float) -> None:
         c = self.port_pos(port)
@@ -378,8 +402,8 @@ class GraphScene(QGraphicsScene):
         if item is None or self.run is None:
             return
         st = self.run.state(node_id)
-        item.state, item.progress, item.message, item.stale = \
-            st.status, st.progress, st.message, st.stale
+        item.state, item.progress, item.message, item.stale, item.memory = \
+            st.status, st.progress, st.message, st.stale, st.memory
         item.tooltip_text()
         item.update()
 

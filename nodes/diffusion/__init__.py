@@ -9,6 +9,7 @@ from . import (
     inpaint,
     latent_batch,
     lora,
+    memory,
     models,
     sampling,
     vae,
@@ -24,3 +25,4 @@ def register(registry: Registry) -> None:
     for kind in (CHECKPOINTS, DIFFUSERS, LORAS, VAES, controlnet.CONTROLNETS, DIFFUSION_MODELS):
         registry.add_model_kind(kind)
     registry.register_all(NODES)
+    memory.register(registry)
