@@ -5,6 +5,9 @@ ComfyUI schedules match ComfyUI's own numbers; Model Sampling nodes, Flux Guidan
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -308,3 +311,54 @@ def test_flux_fill_reads_the_mask_and_masked_image(tmp_path):
     assert torch.equal(extra[:, 16:], ref)
     packed = pack(torch.cat([torch.randn(1, 16, 4, 4), extra], 1))
     assert packed.shape == (1, 4, 384)
+
+
+# ---- ComfyUI templates and the command line -------------------------------------------------
+
+COMFY = ROOT / "tests" / "data" / "comfyui"
+
+
+@pytest.mark.parametrize("name", ["flux_dev_api", "flux_schnell_api"])
+def test_comfyui_flux_templates_convert_validate_and_run(name, flux_models, executor,
+                                                         registry, tmp_path):
+    """The templates' own nodes map (only the text encoders, another part, stay
+    placeholders); with the tiny model and a test conditioning in the encoders' place the
+    converted graph runs."""
+    from engine import validate
+    from engine.comfyui import convert
+
+    doc = json.loads((COMFY / f"{name}.json").read_text())
+    graph, report = convert(doc, registry=registry)
+    assert set(report.placeholders) == {"DualCLIPLoader"} and not report.values
+    errors = [p for p in validate(graph) if p.severity == "error"]
+    assert {p.node for p in errors} <= {"11", "6"}, errors
+    assert graph.node("12").params.get("weight_dtype", "default") == \
+        doc["12"]["inputs"]["weight_dtype"]
+    doc["12"]["inputs"]["unet_name"] = "tiny-flux.safetensors"
+    doc["27"]["inputs"].update(width=64, height=64)
+    for entry in doc.values():
+        if "steps" in entry["inputs"]:
+            entry["inputs"]["steps"] = 3
+    graph, _ = convert(doc, registry=registry)
+    graph.remove("11")
+    graph.remove("6")
+    graph.add("tiny_flux_prompt", "6", seed=1)
+    for dst, entry in doc.items():
+        for inp, v in entry["inputs"].items():
+            if isinstance(v, list) and v[0] == "6":
+                graph.connect(("6", "conditioning"), (dst, inp))
+    executor.output_dir = tmp_path
+    r = executor.run(graph, ["9"])
+    assert r.ok, r.failures
+    assert len(r.files) == 1 and Path(r.files[0]).parent == tmp_path
+
+
+def test_loom_models_names_the_flux_files(flux_models):
+    root, _ = flux_models
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "models", "--models", str(root),
+                           "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r["family"] for r in json.loads(proc.stdout)}
+    for name in ("tiny-flux.safetensors", "tiny-flux-comfy.safetensors",
+                 "tiny-flux-diffusers.safetensors", "tiny-flux-fp8.safetensors"):
+        assert rows[name] == "flux", rows

@@ -340,9 +340,15 @@ def load_denoiser(path: Path, dtype: Any, weight_dtype: str = "default") -> Any:
 
 def vae_config(shapes: Mapping[str, tuple[int, ...]], family: str) -> dict[str, Any] | None:
     """An AutoencoderKL config from a 16-channel VAE's shapes (original or diffusers
-    layout), with the family's latent scaling; None for a VAE of another latent width."""
+    layout), with its family's latent scaling (the chosen family's, or the one family of
+    that latent width: ComfyUI's VAE Loader names none); None for a 4-channel VAE, whose
+    shipped config stays."""
+    out = shapes.get("encoder.conv_out.weight")
+    latent = out[0] // 2 if out else 4
     arch = Arch.of(family)
-    if arch is None or arch.latent_channels == 4:
+    if arch is None or arch.latent_channels != latent:
+        arch = next((a for a in Arch.bases() if a.latent_channels == latent), None)
+    if arch is None or latent == 4:
         return None
     ldm = not any(k.startswith("encoder.down_blocks.") for k in shapes)
     down = "encoder.down." if ldm else "encoder.down_blocks."
@@ -350,7 +356,6 @@ def vae_config(shapes: Mapping[str, tuple[int, ...]], family: str) -> dict[str, 
     levels = _count(shapes, down)
     channels = [shapes[f"{down}{i}{block}0.conv2.weight"][0] for i in range(levels)]
     per_level = _count(shapes, f"{down}0{block}")
-    latent = shapes["encoder.conv_out.weight"][0] // 2
     scaling, shift = arch.info.vae_factors
     quant = "quant_conv.weight" in shapes
     return {"_class_name": "AutoencoderKL", "in_channels": 3, "out_channels": 3,
