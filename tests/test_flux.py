@@ -43,6 +43,21 @@ class TinyFluxPrompt(Node):
         return {"conditioning": flux_conditioning(seed)}
 
 
+class TinyLatent(Node):
+    """A seeded 16-channel latent (a reference image's, for Kontext)."""
+
+    type = "tiny_latent"
+    category = "test"
+    inputs = (Int("seed", 0), Int("size", 64))
+    outputs = (Output("latent", T.latent),)
+
+    def run(self, ctx, seed=0, size=64):
+        from engine.values import Latent
+
+        g = torch.Generator().manual_seed(seed)
+        return {"latent": Latent(torch.randn(1, 16, size // 8, size // 8, generator=g))}
+
+
 @pytest.fixture(scope="module")
 def flux_models(tmp_path_factory):
     from testing.flux import build_flux
@@ -57,6 +72,7 @@ def registry():
 
     reg = default_registry()
     reg.register(TinyFluxPrompt)
+    reg.register(TinyLatent)
     return reg
 
 
@@ -72,7 +88,7 @@ def executor(flux_models):
 
 def txt2img(registry, unet="tiny-flux.safetensors", *, seed=42, steps=4, cfg=1.0,
             sampler="euler", scheduler="diffusers", size=64, guidance=3.5, weight_dtype=None,
-            shift_node=None, tile=None):
+            shift_node=None, tile=None, reference=None):
     g = Graph(registry)
     m = g.add("load_diffusion_model", "m", unet_name=unet,
               **({"weight_dtype": weight_dtype} if weight_dtype else {}))
@@ -80,8 +96,12 @@ def txt2img(registry, unet="tiny-flux.safetensors", *, seed=42, steps=4, cfg=1.0
     if shift_node:
         ms = g.add(shift_node[0], "ms", model=model, **shift_node[1])
         model = ms["model"]
-    pos = g.add("tiny_flux_prompt", "pos", seed=1)
-    fg = g.add("flux_guidance", "fg", conditioning=pos["conditioning"], guidance=guidance)
+    pos = g.add("tiny_flux_prompt", "pos", seed=1)["conditioning"]
+    if reference:
+        ref = g.add("tiny_latent", "refl", seed=5, size=reference)
+        pos = g.add("reference_latent", "ref", conditioning=pos,
+                    latent=ref["latent"])["conditioning"]
+    fg = g.add("flux_guidance", "fg", conditioning=pos, guidance=guidance)
     neg = g.add("tiny_flux_prompt", "neg", seed=2)
     lat = g.add("empty_latent_16", "lat", width=size, height=size)
     tiles = {} if tile is None else dict(zip(("tile_width", "tile_height", "tile_overlap"),
@@ -205,6 +225,31 @@ def test_txt2img_matches_diffusers_flux_pipeline(flux_models, executor, registry
 
 
 @needs_reference
+def test_kontext_reference_latent_matches_diffusers_kontext_pipeline(flux_models, executor,
+                                                                     registry):
+    """ReferenceLatent appends the reference's tokens (ids numbered 1) to the image's, as
+    FluxKontextPipeline does: the same image."""
+    from diffusers import FluxKontextPipeline
+
+    from engine.runtime import generator_for
+
+    _, paths = flux_models
+    r = run_ok(executor, txt2img(registry, size=64, reference=48))
+    ours = r["out"]["ui"]["images"]
+    base = flux_pipeline(paths)
+    pipe = FluxKontextPipeline(**base.components)
+    pipe.set_progress_bar_config(disable=True)
+    pos = flux_conditioning(1)
+    ref = TinyLatent().run(None, seed=5, size=48)["latent"].samples
+    want = pipe(image=ref, prompt_embeds=pos.embeds, pooled_prompt_embeds=pos.pooled,
+                height=64, width=64, max_area=64 * 64, _auto_resize=False,
+                num_inference_steps=4, guidance_scale=3.5, output_type="pt",
+                generator=generator_for(42, 0)).images
+    plain = run_ok(executor, txt2img(registry, size=64))["out"]["ui"]["images"]
+    assert (ours - want).abs().max().item() < 1e-4
+    assert (ours - plain).abs().max().item() > 1e-3
+
+
 def test_comfyui_schedules_equal_comfyuis_flux_1024_reference():
 
     from nodes.diffusion.flow import model_sampling

@@ -291,6 +291,8 @@ MAPPING: dict[str, Map] = {
     # flow-matching families (Flux, SD 3.5, ...)
     "FluxGuidance": Map("flux_guidance", ("guidance",), outputs=("conditioning",),
                         title="FluxGuidance"),
+    "ReferenceLatent": Map("reference_latent", outputs=("conditioning",),
+                           title="ReferenceLatent"),
     "EmptySD3LatentImage": Map("empty_latent_16", ("width", "height", "batch_size"),
                                outputs=("latent",), title="EmptySD3LatentImage"),
     "ModelSamplingFlux": Map("model_sampling_flux", ("max_shift", "base_shift", "width",

@@ -65,7 +65,8 @@ def added(comps: Any, positive: Any, negative: Any, batch: int, guided: bool, de
                              hint="encode the prompt with Flux's text encoders")
     pooled = torch.cat([c.pooled.reshape(c.pooled.shape[0], -1)[:1].repeat(batch, 1)
                         for c in sides])
-    out: dict[str, Any] = {"pooled": pooled.to(device, dtype), "guidance": None}
+    out: dict[str, Any] = {"pooled": pooled.to(device, dtype), "guidance": None,
+                           "refs": references(sides, batch, device, dtype)}
     if comps.unet.config.get("guidance_embeds"):
         g = [float(c.extra.get("guidance", DEFAULT_GUIDANCE)) for c in sides]
         out["guidance"] = torch.tensor([v for v in g for _ in range(batch)], device=device,
@@ -73,28 +74,65 @@ def added(comps: Any, positive: Any, negative: Any, batch: int, guided: bool, de
     return out
 
 
+def references(sides: list[Any], batch: int, device: Any, dtype: Any) -> Any:
+    """Reference latents (ReferenceLatent, Flux Kontext) as tokens after the image's, with
+    their ids: (tokens [B, N, C x 4], ids [N, 3]) or None. Each reference is numbered 1 in
+    the ids' first place and placed beside the ones before it (ComfyUI's "offset")."""
+    import torch
+
+    shapes = [tuple(tuple(r.shape) for r in c.extra.get("reference_latents", ()))
+              for c in sides]
+    if not shapes[0] and not shapes[-1]:
+        return None
+    if len(set(shapes)) > 1:
+        raise InputError("negative", "the positive's reference latents (shapes "
+                         f"{list(shapes[-1])})", f"{list(shapes[0])}",
+                         hint="give the negative the same ReferenceLatent, or zero the "
+                         "positive out (Conditioning Zero Out) for it")
+    tokens, ids, h, w = [], [], 0, 0
+    for i, _ in enumerate(sides[0].extra["reference_latents"]):
+        refs = [c.extra["reference_latents"][i] for c in sides]
+        rh, rw = refs[0].shape[-2:]
+        dy, dx = (0, w) if rh + h > rw + w else (h, 0)
+        h, w = max(h, rh + dy), max(w, rw + dx)
+        tokens.append(torch.cat([pack(_even(r[:1].float())).repeat(batch, 1, 1)
+                                 for r in refs]))
+        pos = image_ids(rh + rh % 2, rw + rw % 2, "cpu", torch.float32)
+        pos[:, 0] = 1
+        pos[:, 1] += (dy + 1) // 2
+        pos[:, 2] += (dx + 1) // 2
+        ids.append(pos)
+    return torch.cat(tokens, 1).to(device, dtype), torch.cat(ids).to(device, dtype)
+
+
+def _even(x: Any) -> Any:
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, w % 2, 0, h % 2), mode="replicate") if h % 2 or w % 2 else x
+
+
 def call(model: Any, x: Any, t: Any, emb: Any, extra: dict[str, Any]) -> Any:
     """The transformer's velocity for latents `x` [B, C, H, W] (with any extra input
     channels concatenated) at timestep `t` (sigma x the model sampling's multiplier)."""
     import torch
-    import torch.nn.functional as F
 
     b, _, h, w = x.shape
-    ph, pw = h % 2, w % 2  # a tile or area of odd size: padded to whole patches
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    x = _even(x)  # a tile or area of odd size: padded to whole patches
     hh, ww = x.shape[-2:]
-    dtype = model.dtype if model.dtype.is_floating_point and model.dtype.itemsize > 1 \
-        else emb.dtype
-    emb = emb.to(dtype)
+    dtype = emb.dtype
     txt_ids = torch.zeros(emb.shape[1], 3, device=x.device, dtype=dtype)
     timestep = torch.as_tensor(t, device=x.device, dtype=torch.float32).reshape(-1).expand(b)
-    out = model(hidden_states=pack(x.to(dtype)), timestep=timestep.to(dtype),
-                guidance=extra["guidance"], pooled_projections=extra["pooled"].to(dtype),
-                encoder_hidden_states=emb, txt_ids=txt_ids,
-                img_ids=image_ids(hh, ww, x.device, dtype), return_dict=False)[0]
-    out = unpack(out, hh, ww)
-    return out[..., :h, :w]
+    tokens, ids = pack(x.to(dtype)), image_ids(hh, ww, x.device, dtype)
+    n = tokens.shape[1]
+    if extra.get("refs") is not None:
+        ref_tokens, ref_ids = extra["refs"]
+        tokens = torch.cat([tokens, ref_tokens], 1)
+        ids = torch.cat([ids, ref_ids])
+    out = model(hidden_states=tokens, timestep=timestep.to(dtype), guidance=extra["guidance"],
+                pooled_projections=extra["pooled"].to(dtype), encoder_hidden_states=emb,
+                txt_ids=txt_ids, img_ids=ids, return_dict=False)[0]
+    return unpack(out[:, :n], hh, ww)[..., :h, :w]
 
 
 def fill_inputs(concat: tuple[Any, Any], shape: tuple[int, ...], batch: int, device: Any,

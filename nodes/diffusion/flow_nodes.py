@@ -33,6 +33,26 @@ class FluxGuidance(Node):
         return {"conditioning": map_parts(conditioning, put)}
 
 
+class ReferenceLatent(Node):
+    type = "reference_latent"
+    title = "Reference Latent"
+    category = "conditioning"
+    description = ("Give an editing model (Flux Kontext) an image to work from: its latent "
+                   "joins the image's tokens at every step. Several chain, side by side.")
+    inputs = (In("conditioning", T.conditioning), In("latent", T.latent, optional=True))
+    outputs = (Output("conditioning", T.conditioning),)
+
+    def run(self, ctx, conditioning, latent=None):
+        if latent is None:
+            return {"conditioning": conditioning}
+
+        def put(c):
+            refs = (*c.extra.get("reference_latents", ()), latent.samples)
+            return dataclasses.replace(c, extra={**c.extra, "reference_latents": refs})
+
+        return {"conditioning": map_parts(conditioning, put)}
+
+
 class EmptyLatent16(EmptyLatent):
     type = "empty_latent_16"
     title = "Empty Latent (16 channels)"
@@ -100,5 +120,5 @@ class ModelSamplingAuraFlow(ModelSamplingSD3):
         return super().run(ctx, model, shift)
 
 
-NODES = (FluxGuidance, EmptyLatent16, ModelSamplingFlux, ModelSamplingSD3,
+NODES = (FluxGuidance, ReferenceLatent, EmptyLatent16, ModelSamplingFlux, ModelSamplingSD3,
          ModelSamplingAuraFlow)
