@@ -407,3 +407,42 @@ def test_loom_models_names_the_flux_files(flux_models):
     for name in ("tiny-flux.safetensors", "tiny-flux-comfy.safetensors",
                  "tiny-flux-diffusers.safetensors", "tiny-flux-fp8.safetensors"):
         assert rows[name] == "flux", rows
+
+
+def test_flux_fill_inpaints_through_inpaint_model_conditioning(tmp_path, registry):
+    """A Fill model (384 input channels) loads from its BFL file and samples with the mask
+    and masked image Inpaint Model Conditioning gives it; without either it says so."""
+    from engine.modelpaths import ModelFolders
+    from engine.runtime.models import ModelManager
+    from testing.flux import build_flux
+
+    build_flux(tmp_path, in_channels=384, out_channels=64)
+    executor = Executor(models=ModelManager(paths=ModelFolders([tmp_path], use_env=False,
+                                                               use_config=False)))
+
+    def graph(conditioned):
+        g = Graph(registry)
+        m = g.add("load_diffusion_model", "m", unet_name="tiny-flux.safetensors")
+        v = g.add("load_vae", "v", vae_name="ae.safetensors")
+        pos = g.add("tiny_flux_prompt", "pos", seed=1)
+        neg = g.add("tiny_flux_prompt", "neg", seed=2)
+        img = g.add("empty_image", "img", width=64, height=64, color="#3366cc")
+        mask = g.add("solid_mask", "mask", value=1.0, width=64, height=64)
+        if conditioned:
+            ic = g.add("inpaint_model_conditioning", "ic", positive=pos["conditioning"],
+                       negative=neg["conditioning"], vae=v["vae"], pixels=img["image"],
+                       mask=mask["mask"])
+            p, n, lat = ic["positive"], ic["negative"], ic["latent"]
+        else:
+            p, n = pos["conditioning"], neg["conditioning"]
+            lat = g.add("empty_latent_16", "lat", width=64, height=64)["latent"]
+        s = g.add("sampler", "s", model=m["model"], positive=p, negative=n, latent=lat,
+                  steps=3, cfg=1.0, scheduler="simple")
+        d = g.add("vae_decode", "d", vae=v["vae"], latent=s["latent"])
+        g.add("preview_image", "out", images=d["image"])
+        return g
+
+    r = run_ok(executor, graph(True))
+    assert torch.isfinite(r["out"]["ui"]["images"]).all()
+    r = executor.run(graph(False))
+    assert not r.ok and "Flux Fill" in r.failures["s"].message + (r.failures["s"].hint or "")
