@@ -335,6 +335,16 @@ def test_tiled_sampler_runs_flux_and_one_tile_is_the_sampler(executor, registry)
         assert torch.equal(out, plain) is same
 
 
+def test_lora_on_flux_is_refused_with_a_message(executor, registry):
+    g = txt2img(registry)
+    g.add("load_lora", "l", lora_name="x.safetensors")
+    g.connect(("m", "model"), ("l", "model"))
+    g.connect(("l", "model"), ("s", "model"))
+    r = executor.run(g)
+    assert not r.ok and r.failures["l"].input == "model"
+    assert "Flux" in (r.failures["l"].hint or "")
+
+
 def test_empty_latent_16_needs_multiples_of_16(executor, registry):
     g = txt2img(registry, size=72)
     r = executor.run(g)
