@@ -456,3 +456,25 @@ def test_flux_fill_inpaints_through_inpaint_model_conditioning(tmp_path, registr
     assert torch.isfinite(r["out"]["ui"]["images"]).all()
     r = executor.run(graph(False))
     assert not r.ok and "Flux Fill" in r.failures["s"].message + (r.failures["s"].hint or "")
+
+
+def test_advanced_sampler_split_in_two_equals_one_run_on_flux(executor, registry):
+    """Leftover noise on a flow model: the first half returns the latent over (1 - sigma)
+    as ComfyUI does; the second half, without new noise, continues to the whole run."""
+    g = txt2img(registry, scheduler="simple")
+    common = dict(seed=9, steps=6, cfg=1.0, sampler="euler", scheduler="simple")
+    for nid, extra in (("whole", {}), ("first", dict(end_at_step=3,
+                                                      return_with_leftover_noise=True))):
+        g.add("sampler_advanced", nid, **common, **extra)
+        for inp, src in (("model", "m"), ("positive", "fg"), ("negative", "neg"),
+                         ("latent", "lat")):
+            g.connect((src, {"m": "model", "lat": "latent"}.get(src, "conditioning")),
+                      (nid, inp))
+    g.add("sampler_advanced", "second", add_noise=False, start_at_step=3, **common)
+    for inp, src, out in (("model", "m", "model"), ("positive", "fg", "conditioning"),
+                          ("negative", "neg", "conditioning"), ("latent", "first", "latent")):
+        g.connect((src, out), ("second", inp))
+    r = executor.run(g, ["whole", "second"])
+    assert r.ok, r.failures
+    whole, second = r["whole"]["latent"].samples, r["second"]["latent"].samples
+    assert (whole - second).abs().max().item() < 1e-4
