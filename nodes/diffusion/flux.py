@@ -179,34 +179,12 @@ def family_of(config: Mapping[str, Any]) -> Arch | None:
     return Arch.variant(Arch.flux, int(config["in_channels"]), bool(config["guidance_embeds"]))
 
 
-class _Stripped(Mapping[str, Any]):
-    """A diffusers-layout file's tensors without their prefix."""
-
-    def __init__(self, weights: Any, prefix: str):
-        self.weights, self.prefix = weights, prefix
-        self._keys = [k[len(prefix):] for k in weights if k.startswith(prefix)]
-
-    def __getitem__(self, key: str) -> Any:
-        return self.weights[self.prefix + key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return self.weights.shape(self.prefix + key)
-
-    def dtype(self, key: str) -> str:
-        return self.weights.dtype(self.prefix + key)
-
-
 def diffusers_state(weights: Any, filename: str, input_name: str = "unet_name") -> Any:
     """A Flux file's tensors in diffusers' names (lazily), whichever layout it is in."""
-    kind = layout(weights)
-    if kind == "diffusers":
-        return _Stripped(weights, _prefixed(weights))
+    if layout(weights) == "diffusers":
+        prefix = _prefixed(weights)
+        return Derived(weights, {k[len(prefix):]: (k, 0, weights.shape(k)[0], False)
+                                 for k in weights if k.startswith(prefix)})
     plan, unknown = bfl_plan(weights)
     if unknown:
         raise InputError(input_name, "a Flux transformer in Black Forest Labs' layout",
