@@ -458,6 +458,19 @@ def test_flux_fill_inpaints_through_inpaint_model_conditioning(tmp_path, registr
     assert not r.ok and "Flux Fill" in r.failures["s"].message + (r.failures["s"].hint or "")
 
 
+def test_flux_canny_depth_models_load_and_say_what_is_missing(tmp_path, registry):
+    from engine.modelpaths import ModelFolders
+    from engine.runtime.models import ModelManager
+    from testing.flux import build_flux
+
+    build_flux(tmp_path, in_channels=128, out_channels=64)
+    executor = Executor(models=ModelManager(paths=ModelFolders([tmp_path], use_env=False,
+                                                               use_config=False)))
+    r = executor.run(txt2img(registry, scheduler="simple"))
+    assert "m" not in r.failures and r.failures["s"].input == "model"
+    assert "flux_control" in r.failures["s"].message
+
+
 def test_advanced_sampler_split_in_two_equals_one_run_on_flux(executor, registry):
     """Leftover noise on a flow model: the first half returns the latent over (1 - sigma)
     as ComfyUI does; the second half, without new noise, continues to the whole run."""

@@ -99,6 +99,10 @@ class Predictor:
         if latent.noise_mask is not None:
             self.mask = latent_mask(latent.noise_mask, shape, batch).to(device, dtype)
             self.source = samples.to(device, dtype)
+        if self.transformer and arch is not None and arch.info.control_concat:
+            raise InputError("model", "a Flux model Loom samples (dev, schnell, Fill, Kontext)",
+                             f"a {comps.family} model (Canny / Depth)",
+                             hint="its control-image conditioning is not built yet")
         if self.inpaint_unet and self.transformer:  # Flux Fill: masked image, 8x8 mask
             if concat is None and latent.noise_mask is None:
                 raise InputError("latent", "a latent with a mask (from Inpaint Model "
