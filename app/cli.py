@@ -507,6 +507,12 @@ def cmd_models(args) -> int:
 def _family(kind: str, path: Path) -> str | None:
     """The model family from the file's tensor names and shapes (headers only)."""
     try:
+        if kind in ("checkpoints", "diffusers", "diffusion_models"):
+            from nodes.diffusion.flux import detect
+
+            found = detect(path)
+            if found is not None:
+                return found.value
         if kind in ("checkpoints", "diffusers"):
             from nodes.diffusion.loading import detect_family, family_of_folder, header_shapes
 

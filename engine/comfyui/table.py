@@ -144,6 +144,11 @@ def _drop(why: str) -> NoReturn:
     raise Drop(why)
 
 
+# UNETLoader's weight dtypes, which Load Diffusion Model takes by the same names
+WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
+weight_dtype = _name({n: n for n in WEIGHT_DTYPES}, {}, "weight dtype", "default")
+
+
 def vae_family(v: Any) -> Any:
     return v
 
@@ -177,7 +182,7 @@ MAPPING: dict[str, Map] = {
                                 values={"control_net_name": model_name}, ignore={"model": None},
                                 title="Load ControlNet Model (diff)"),
     "UNETLoader": Map("load_diffusion_model", ("unet_name", "weight_dtype"), outputs=("model",),
-                      values={"unet_name": model_name}, ignore={"weight_dtype": "default"},
+                      values={"unet_name": model_name, "weight_dtype": weight_dtype},
                       title="Load Diffusion Model"),
     "UpscaleModelLoader": Map("load_upscale_model", ("model_name",),
                               inputs={"model_name": "upscale_model_name"},
@@ -283,6 +288,20 @@ MAPPING: dict[str, Map] = {
     "RandomNoise": Map("random_noise", ("noise_seed+",), inputs=dict(SEED), outputs=("noise",),
                        title="RandomNoise"),
     "DisableNoise": Map("disable_noise", outputs=("noise",), title="DisableNoise"),
+    # flow-matching families (Flux, SD 3.5, ...)
+    "FluxGuidance": Map("flux_guidance", ("guidance",), outputs=("conditioning",),
+                        title="FluxGuidance"),
+    "ReferenceLatent": Map("reference_latent", outputs=("conditioning",),
+                           title="ReferenceLatent"),
+    "EmptySD3LatentImage": Map("empty_latent_16", ("width", "height", "batch_size"),
+                               outputs=("latent",), title="EmptySD3LatentImage"),
+    "ModelSamplingFlux": Map("model_sampling_flux", ("max_shift", "base_shift", "width",
+                                                     "height"),
+                             outputs=("model",), title="ModelSamplingFlux"),
+    "ModelSamplingSD3": Map("model_sampling_sd3", ("shift",), outputs=("model",),
+                            title="ModelSamplingSD3"),
+    "ModelSamplingAuraFlow": Map("model_sampling_auraflow", ("shift",), outputs=("model",),
+                                 title="ModelSamplingAuraFlow"),
     # images
     "LoadImage": Map("load_image", ("image", "upload"), inputs={"image": "path"},
                      outputs=("image", "mask"), ignore={"upload": "image"}, title="Load Image"),

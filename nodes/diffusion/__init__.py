@@ -6,6 +6,7 @@ from . import (
     conditioning,
     controlnet,
     custom_sampling,
+    flow_nodes,
     inpaint,
     latent_batch,
     lora,
@@ -17,7 +18,8 @@ from . import (
 from .files import CHECKPOINTS, DIFFUSERS, DIFFUSION_MODELS, LORAS, VAES
 
 NODES = (*models.NODES, *lora.NODES, *controlnet.NODES, *conditioning.NODES, *sampling.NODES,
-         *custom_sampling.NODES, *vae.NODES, *inpaint.NODES, *latent_batch.NODES)
+         *custom_sampling.NODES, *vae.NODES, *inpaint.NODES, *latent_batch.NODES,
+         *flow_nodes.NODES)
 
 
 def register(registry: Registry) -> None:

@@ -6,7 +6,7 @@ prediction, and the code that asks these questions needs no new branch per name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 
@@ -31,6 +31,12 @@ class ArchInfo:
     latent_channels: int = 4
     in_channels: int = 4  # the denoiser's input: latent, plus mask and masked image (9)
     denoiser: Denoiser = Denoiser.unet
+    # a transformer reads patch x patch latent pixels as one token: in_channels counts a
+    # token's channels (Flux: 16 x 2 x 2 = 64; Fill 384 with mask and masked image)
+    patch: int = 1
+    guidance: bool = False  # a distilled-guidance embedding (Flux dev) instead of CFG only
+    control_concat: bool = False  # extra input channels are a control image's latent
+    vae_factors: tuple[float, float] = (0.18215, 0.0)  # (scaling, shift) of its latents
     sdxl_like: bool = False  # pooled embedding and size conditioning (SDXL's micro-conds)
     refiner: bool = False  # reads only the aesthetic score, not the target size
     # shipped config folders for other prediction types than the family's own
@@ -47,6 +53,10 @@ class Arch(StrEnum):
     sd15_inpaint = "sd15_inpaint"
     sd2_inpaint = "sd2_inpaint"
     sdxl_inpaint = "sdxl_inpaint"
+    flux = "flux"  # dev, and Kontext (the same shapes; it reads reference latents)
+    flux_schnell = "flux_schnell"
+    flux_fill = "flux_fill"
+    flux_control = "flux_control"  # Canny and Depth: the same shapes, a control latent
 
     @property
     def info(self) -> ArchInfo:
@@ -66,7 +76,13 @@ class Arch(StrEnum):
 
     @property
     def is_inpaint(self) -> bool:
-        return self.info.in_channels > self.info.latent_channels
+        info = self.info
+        return info.in_channels > info.latent_channels * info.patch ** 2 and \
+            not info.control_concat
+
+    @property
+    def is_transformer(self) -> bool:
+        return self.info.denoiser is Denoiser.transformer
 
     @property
     def text_encoders(self) -> tuple[str, ...]:
@@ -106,10 +122,22 @@ class Arch(StrEnum):
         return tuple(a for a in cls if a.base is a)
 
     @classmethod
-    def from_denoiser(cls, context_dim: int, in_channels: int = 4) -> Arch | None:
+    def from_denoiser(cls, context_dim: int, in_channels: int = 4, guidance: bool = False
+                      ) -> Arch | None:
         """The family of a denoiser by the width of the context it reads and its input."""
         for a in cls:
-            if (a.context_dim, a.info.in_channels) == (context_dim, in_channels):
+            if (a.context_dim, a.info.in_channels, a.info.guidance) == (
+                    context_dim, in_channels, guidance):
+                return a
+        return None
+
+    @classmethod
+    def variant(cls, base: Arch, in_channels: int, guidance: bool) -> Arch | None:
+        """The member of `base`'s family with this input width and guidance embedding (a
+        pruned or smaller model of the same layout reads another context width)."""
+        for a in cls:
+            if a.base is base and (a.info.in_channels, a.info.guidance) == (in_channels,
+                                                                              guidance):
                 return a
         return None
 
@@ -119,6 +147,10 @@ _SD15 = ArchInfo("sd15", 768, (_CLIP_L,), 512)
 _SD2 = ArchInfo("sd2", 1024, (_OPEN_CLIP_H,), 768, Prediction.v,  # the 768-v release
                 other_configs=((Prediction.epsilon, "sd2_eps"),))
 _SDXL = ArchInfo("sdxl", 2048, (_CLIP_L, _CLIP_G), 1024, sdxl_like=True)
+_T5 = "t5"
+_FLUX = ArchInfo("flux", 4096, (_CLIP_L, _T5), 1024, Prediction.flow, latent_channels=16,
+                 in_channels=64, denoiser=Denoiser.transformer, patch=2, guidance=True,
+                 vae_factors=(0.3611, 0.1159))
 _INFO: dict[Arch, ArchInfo] = {
     Arch.sd15: _SD15,
     Arch.sd2: _SD2,
@@ -128,4 +160,8 @@ _INFO: dict[Arch, ArchInfo] = {
     Arch.sd2_inpaint: ArchInfo("sd2", 1024, (_OPEN_CLIP_H,), 512, in_channels=9),
     Arch.sdxl_inpaint: ArchInfo("sdxl", 2048, (_CLIP_L, _CLIP_G), 1024, in_channels=9,
                                 sdxl_like=True),
+    Arch.flux: _FLUX,
+    Arch.flux_schnell: replace(_FLUX, guidance=False),
+    Arch.flux_fill: replace(_FLUX, in_channels=384),
+    Arch.flux_control: replace(_FLUX, in_channels=128, control_concat=True),
 }

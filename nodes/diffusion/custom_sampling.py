@@ -54,7 +54,7 @@ def schedule_sigmas(ctx, model, schedule: str, steps: int, denoise: float = 1.0)
     if denoise <= 0:
         return torch.zeros(0)
     total = steps if denoise >= 1.0 else int(steps / denoise)
-    ms = model_sampling(components(ctx, model))
+    ms = model_sampling(components(ctx, model), model)
     return calculate_sigmas(ms, schedule, total).cpu()[-(steps + 1):].clone()
 
 
@@ -104,7 +104,8 @@ class AdvancedSampler(Node):
         leftover noise a cut end goes down to 0."""
         _check_scheduler(scheduler)
         check_sampler(sampler)  # also when the cut leaves nothing to run
-        sigmas = ksampler_sigmas(model_sampling(components(ctx, model)), scheduler, steps,
+        ms = model_sampling(components(ctx, model), model, latent)
+        sigmas = ksampler_sigmas(ms, scheduler, steps,
                                  1.0, sampler in DISCARD_PENULTIMATE).clone()
         if end_at_step < len(sigmas) - 1:
             sigmas = sigmas[:end_at_step + 1]
@@ -174,7 +175,7 @@ class TurboSigmas(Node):
         import torch
 
         start = 10 - int(10 * denoise)
-        ms = model_sampling(components(ctx, model))
+        ms = model_sampling(components(ctx, model), model)
         ts = torch.flip(torch.arange(1, 11) * 100 - 1, (0,))[start:start + steps]
         sigmas = ms.sigma(ts).float()
         return {"sigmas": torch.cat([sigmas, sigmas.new_zeros([1])])}

@@ -8,6 +8,7 @@ from engine.errors import InputError
 from engine.spec import Float, In, Node, Output, String
 from engine.types import T
 
+from .arch import Arch
 from .files import LORAS, find
 from .models import components
 from .patches import matched, read_lora
@@ -26,9 +27,14 @@ class LoadLoRA(Node):
     outputs = (Output("model", T.model), Output("clip", T.clip))
 
     def run(self, ctx, model, lora_name, clip=None, strength_model=1.0, strength_clip=1.0):
+        arch = Arch.of(model.family)
+        if arch is not None and arch.is_transformer:
+            raise InputError("model", "an SD 1.x, 2.x or SDXL model", f"a {model.family} model",
+                             hint="Loom does not apply LoRAs to Flux models yet")
         path = find(ctx, LORAS, lora_name, "lora_name")
         parts = read_lora(ctx, path)
-        base = components(ctx, type(model)(model.kind, model.family, model.source, model.key))
+        base = components(ctx, type(model)(model.kind, model.family, model.source, model.key,
+                                           extra=model.extra))
         hit, total, unet_fits = matched(ctx, base, parts)
         if hit == 0 or not unet_fits:
             raise InputError("lora_name", f"a LoRA for this {model.family} model", lora_name,

@@ -13,6 +13,7 @@ from engine.types import T
 
 from .arch import Arch
 from .files import CHECKPOINTS, DIFFUSERS, DIFFUSION_MODELS, VAES, find, model_key
+from .flux import WEIGHT_DTYPES
 from .patches import patched
 
 
@@ -37,12 +38,13 @@ def components(ctx, ref: ModelRef) -> Any:
     if ref.key.startswith("vae:"):
         return manager.get(ref.key, lambda: _load_vae(Path(ref.source), ref.family, choice))
     if ref.key.startswith("unet:"):
-        from .loading import load_unet_only
+        from .flux import load_denoiser
 
         def load_unet():
             import torch
 
-            return load_unet_only(Path(ref.source), getattr(torch, choice.dtype))
+            return load_denoiser(Path(ref.source), getattr(torch, choice.dtype),
+                                 ref.get("weight_dtype", "default"))
 
         base = manager.get(ref.key, load_unet)
         return patched(ctx, ref, base)
@@ -71,10 +73,16 @@ def _load_vae(path: Path, family: str, choice: Any) -> VAEOnly:
         vae = AutoencoderKL.from_pretrained(path, local_files_only=True)
         vae.requires_grad_(False).eval().to(dtype)
         return VAEOnly(vae, family)
-    sidecar = path.with_suffix(".config")  # an unusual architecture
-    config = read_config(sidecar if (sidecar / "config.json").is_file()
-                         else CONFIGS / family / "vae")
+    from .flux import vae_config
+    from .weights import Weights
+
     state = open_checkpoint(path, "vae_name")
+    shapes = {k.removeprefix("first_stage_model.").removeprefix("vae."):
+              tuple(state.shape(k) if isinstance(state, Weights) else state[k].shape)
+              for k in state}
+    sidecar = path.with_suffix(".config")  # an unusual architecture
+    config = (read_config(sidecar) if (sidecar / "config.json").is_file()
+              else vae_config(shapes, family) or read_config(CONFIGS / family / "vae"))
     vae = build_vae(config)
     load(state, [Part(vae, dtype, _vae_conversion(config))], "vae_name",
          f"a VAE for {family}", path.name)
@@ -169,17 +177,23 @@ class LoadDiffusionModel(Node):
     type = "load_diffusion_model"
     title = "Load Diffusion Model"
     category = "loaders"
-    description = ("A UNet on its own (SD 1.x, 2.x or SDXL; a single file in original or "
-                   "diffusers layout, or a diffusers unet folder) from diffusion_models/. "
-                   "Pair it with a checkpoint's CLIP and VAE.")
-    inputs = (String("unet_name", "", file=DIFFUSION_MODELS),)
+    description = ("A denoiser on its own from diffusion_models/: an SD 1.x, 2.x or SDXL "
+                   "UNet or a Flux transformer, as a single file in original or diffusers "
+                   "layout or a diffusers folder. Pair it with text encoders and a VAE. "
+                   "fp8 weight dtypes keep the weights in fp8 and compute layer by layer "
+                   "in the device's dtype.")
+    inputs = (String("unet_name", "", file=DIFFUSION_MODELS),
+              Choice("weight_dtype", WEIGHT_DTYPES, "default",
+                     description="how the weights are stored in memory"))
     outputs = (Output("model", T.model),)
 
-    def run(self, ctx, unet_name):
+    def run(self, ctx, unet_name, weight_dtype="default"):
         path = find(ctx, DIFFUSION_MODELS, unet_name, "unet_name")
-        key = model_key("unet", path, ctx.models.device.dtype)
-        comps = components(ctx, ModelRef("MODEL", "", str(path), key))
-        return {"model": ModelRef("MODEL", comps.family, str(path), key)}
+        stored = () if weight_dtype == "default" else (weight_dtype,)
+        key = model_key("unet", path, ctx.models.device.dtype, *stored)
+        extra = (("weight_dtype", weight_dtype),) if stored else ()
+        comps = components(ctx, ModelRef("MODEL", "", str(path), key, extra=extra))
+        return {"model": ModelRef("MODEL", comps.family, str(path), key, extra=extra)}
 
 
 NODES = (LoadCheckpoint, LoadVAE, LoadDiffusionModel)

@@ -31,6 +31,7 @@ class Predictor:
                  tile: tuple[int, int, int] | None = None, hooks: tuple = ()):
         import torch
 
+        from . import flow
         from .controlnet import ControlState
 
         self.ctx, self.model, self.comps, self.cfg = ctx, model, comps, cfg
@@ -55,12 +56,15 @@ class Predictor:
                              "Sampler", "combined or area conditionings",
                              hint="use the Sampler, or one prompt per tile")
         size = (shape[-2] * 8, shape[-1] * 8)
+        self.transformer = flow.is_transformer(comps)
+        if self.transformer and any(p.controls for p in pos_parts + neg_parts):
+            raise InputError("positive", "conditionings without ControlNet hints for a Flux "
+                             "model", "ControlNet hints",
+                             hint="Loom does not run ControlNets for Flux yet")
 
         def prepare(c, positive_side):
             emb = c.embeds.repeat(batch, 1, 1).to(device, dtype)
-            added = None
-            if comps.text_encoder_2 is not None or c.pooled is not None:
-                added = _sdxl_added(comps, c, c, shape, batch, False, device, dtype)
+            added = self._added(c, c, False)
             ctrl = ControlState(ctx, c.controls, model, unet, size, batch, device, dtype,
                                 positive=positive_side)
             return emb, added, ctrl, c
@@ -75,10 +79,7 @@ class Predictor:
             else:
                 emb = pe.repeat(batch, 1, 1)
             self.emb = emb.to(device, dtype)
-            self.added = None
-            if comps.text_encoder_2 is not None or pos.pooled is not None:
-                self.added = _sdxl_added(comps, pos, neg if neg is not None else pos, shape,
-                                         batch, neg is not None, device, dtype)
+            self.added = self._added(pos, neg if neg is not None else pos, neg is not None)
             self.ctrl_pos = ControlState(ctx, pos.controls, model, unet, size, batch, device,
                                          dtype, positive=True)
             self.ctrl_neg = ControlState(ctx, neg.controls if neg is not None else (), model,
@@ -89,14 +90,27 @@ class Predictor:
 
         # inpainting: a 9-channel UNet takes (mask, masked-image latent) beside the latent; a
         # 4-channel one keeps the unmasked area on the source, re-noised to each next step
-        self.inpaint_unet = unet.config.in_channels == 9
+        arch = Arch.of(comps.family)
+        self.inpaint_unet = unet.config.in_channels == 9 or (
+            self.transformer and arch is not None and arch.is_inpaint)
         self.mask = self.source = None
         self.extra_in = None
         concat = positive.extra.get("concat")
         if latent.noise_mask is not None:
             self.mask = latent_mask(latent.noise_mask, shape, batch).to(device, dtype)
             self.source = samples.to(device, dtype)
-        if self.inpaint_unet:
+        if self.transformer and arch is not None and arch.info.control_concat:
+            raise InputError("model", "a Flux model Loom samples (dev, schnell, Fill, Kontext)",
+                             f"a {comps.family} model (Canny / Depth)",
+                             hint="its control-image conditioning is not built yet")
+        if self.inpaint_unet and self.transformer:  # Flux Fill: masked image, 8x8 mask
+            if concat is None and latent.noise_mask is None:
+                raise InputError("latent", "a latent with a mask (from Inpaint Model "
+                                 "Conditioning or VAE Encode for Inpaint) for Flux Fill",
+                                 "a latent without one")
+            self.extra_in = flow.fill_inputs(concat or (latent.noise_mask, samples), shape,
+                                             batch, device, dtype)
+        elif self.inpaint_unet:
             if concat is not None:  # from Inpaint Model Conditioning
                 cmask = latent_mask(concat[0], shape, batch).to(device, dtype)
                 csrc = concat[1].to(device, dtype)
@@ -136,9 +150,25 @@ class Predictor:
         self.uncond = None if uncond is None else uncond / weight
         return pred / weight
 
+    def _added(self, pos, neg, guided):
+        """What the denoiser reads beside the text: SDXL's pooled embedding and size ids, or
+        a flow transformer's pooled embedding and distilled guidance; None for SD 1.x / 2.x."""
+        from . import flow
+
+        comps, shape, batch = self.comps, self.shape, self.batch
+        if self.transformer:
+            return flow.added(comps, pos, neg, batch, guided, self.device, self.dtype)
+        if comps.text_encoder_2 is not None or pos.pooled is not None:
+            return _sdxl_added(comps, pos, neg, shape, batch, guided, self.device, self.dtype)
+        return None
+
     def _unet(self, x, t, emb, added, down, mid):
         for hook in self.hooks:
             hook(x, t, emb)
+        if self.transformer:
+            from . import flow
+
+            return flow.call(self.unet, x, t, emb, added)
         return self.unet(x, t, encoder_hidden_states=emb, added_cond_kwargs=added,
                          down_block_additional_residuals=down,
                          mid_block_additional_residual=mid, return_dict=False)[0]

@@ -14,6 +14,7 @@ from engine.spec import Choice, Float, In, Int, Node, Output, Seed, SeedControl
 from engine.types import T
 from engine.values import Latent
 
+from .flow import diffusers_sigmas, is_transformer
 from .ksampling import DISCARD_PENULTIMATE, SAMPLERS
 from .ksampling.schedules import SCHEDULERS, ksampler_sigmas
 from .models import components
@@ -63,19 +64,30 @@ def sample(ctx, model, positive, negative, latent: Latent, seed: int, steps: int
     """The denoising loop. `tile` = (height, width, overlap) in latent units denoises
     overlapping tiles at every step and blends their predictions (MultiDiffusion), so any
     size runs in the memory of one tile."""
-    if scheduler == DIFFUSERS:
+    comps = components(ctx, model)
+    flow_diffusers = scheduler == DIFFUSERS and is_transformer(comps)
+    if scheduler == DIFFUSERS and not flow_diffusers:
         return sample_diffusers(ctx, model, positive, negative, latent, seed, steps, cfg,
                                 sampler, denoise, tile, hooks)
     check_sampler(sampler)
-    if scheduler not in SCHEDULERS:
+    if scheduler not in SCHEDULER_NAMES:
         raise InputError("scheduler", f"one of {', '.join(SCHEDULER_NAMES)}", scheduler)
-    comps = components(ctx, model)
-    sigmas = ksampler_sigmas(model_sampling(comps), scheduler, steps, denoise,
-                             sampler in DISCARD_PENULTIMATE)
+    if flow_diffusers:  # FluxPipeline's sigmas and noise, walked by the named sampler
+        sigmas = diffusers_sigmas(comps, model, latent, steps, denoise)
+    else:
+        sigmas = ksampler_sigmas(model_sampling(comps, model, latent), scheduler, steps,
+                                 denoise, sampler in DISCARD_PENULTIMATE)
     if len(sigmas) < 2:
         return latent
     predict = Predictor(ctx, model, comps, positive, negative, cfg, latent, tile, hooks)
-    noise = prepare_noise(tuple(latent.samples.shape), seed, latent.batch_index)
+    shape = tuple(latent.samples.shape)
+    if flow_diffusers:
+        import torch
+
+        gens = [generator_for(seed, i) for i in (latent.batch_index or range(shape[0]))]
+        noise = make_noise(shape, gens, torch.device("cpu"), torch.float32)
+    else:
+        noise = prepare_noise(shape, seed, latent.batch_index)
     return walk(ctx, model, predict, sampler, sigmas, latent, noise, seed)[0]
 
 
@@ -150,15 +162,18 @@ class EmptyLatent(Node):
               Int("height", 512, min=8, max=16384, step=8),
               Int("batch_size", 1, min=1, max=64))
     outputs = (Output("latent", T.latent),)
+    channels, multiple = 4, 8
 
     def run(self, ctx, width=512, height=512, batch_size=1):
         import torch
 
+        m = self.multiple
         for name, v in (("width", width), ("height", height)):
-            if v % 8:
-                raise InputError(name, "a multiple of 8", v,
-                                 hint=f"use {v - v % 8} or {v - v % 8 + 8}")
-        return {"latent": Latent(torch.zeros(batch_size, 4, height // 8, width // 8))}
+            if v % m:
+                raise InputError(name, f"a multiple of {m}", v,
+                                 hint=f"use {v - v % m or m} or {v - v % m + m}")
+        return {"latent": Latent(torch.zeros(batch_size, self.channels, height // 8,
+                                             width // 8))}
 
 
 class Sampler(Node):

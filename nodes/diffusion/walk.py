@@ -18,8 +18,14 @@ from .preview import preview_image
 PREDICTIONS = {"epsilon": EPS, "v_prediction": V}
 
 
-def model_sampling(comps: Any) -> ModelSampling:
-    """A loaded model's noise levels, from its scheduler config (betas and prediction)."""
+def model_sampling(comps: Any, model: Any = None, latent: Latent | None = None
+                   ) -> ModelSampling:
+    """A loaded model's noise levels, from its scheduler config (betas and prediction); a
+    flow model's also from the Model Sampling node on its ref and the latent's size."""
+    from . import flow
+
+    if flow.is_transformer(comps):
+        return flow.model_sampling(comps, model, latent)
     cached = getattr(comps, "_model_sampling", None)
     if cached is not None:
         return cached
@@ -75,7 +81,7 @@ def walk(ctx, model: Any, predict: Any, sampler: str, sigmas: Any, latent: Laten
     (`check_sampler`) before they build the predictor."""
     import torch
 
-    ms = model_sampling(predict.comps)
+    ms = model_sampling(predict.comps, model, latent)
     device, dtype = predict.device, predict.dtype
     samples = latent.samples.to(device, torch.float32)
     sigmas = torch.as_tensor(sigmas, dtype=torch.float32).flatten().to(device)
