@@ -83,3 +83,33 @@ def write_text_encoders(root: str | Path, seed: int = 0) -> dict[str, Any]:
             name = f"{stem}.safetensors" if variant == "fp16" else f"{stem}_{variant}.safetensors"
             save_file(sd, str(folder / name))
     return models
+
+
+def to_open_clip(state: dict[str, Any]) -> dict[str, Any]:
+    """A Hugging Face CLIP text model's weights in OpenCLIP's layout (fused q/k/v,
+    `transformer.resblocks.*`, an untransposed text_projection)."""
+    import torch
+
+    ren = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc",
+           "mlp.fc2": "mlp.c_proj", "self_attn.out_proj": "attn.out_proj"}
+    out: dict[str, Any] = {}
+    layers = "text_model.encoder.layers."
+    for key, t in state.items():
+        if key.startswith(layers):
+            n, rest = key[len(layers):].split(".", 1)
+            head, _, leaf = rest.rpartition(".")
+            if head.startswith("self_attn.") and head != "self_attn.out_proj":
+                if head == "self_attn.q_proj":
+                    parts = [state[f"{layers}{n}.self_attn.{p}_proj.{leaf}"] for p in "qkv"]
+                    out[f"transformer.resblocks.{n}.attn.in_proj_{leaf}"] = torch.cat(parts)
+                continue
+            out[f"transformer.resblocks.{n}.{ren[head]}.{leaf}"] = t
+        elif key == "text_model.embeddings.token_embedding.weight":
+            out["token_embedding.weight"] = t
+        elif key == "text_model.embeddings.position_embedding.weight":
+            out["positional_embedding"] = t
+        elif key.startswith("text_model.final_layer_norm."):
+            out["ln_final." + key.rsplit(".", 1)[1]] = t
+        elif key == "text_projection.weight":
+            out["text_projection"] = t.T.contiguous()
+    return out
