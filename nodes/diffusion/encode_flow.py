@@ -47,7 +47,8 @@ class _Run:
                              f"Triple Text Encoders, type {family})", clip_ref.family or "?",
                              hint=f"{node} encodes for {family} only")
         self.ctx = ctx
-        self.parts = components(ctx, clip_ref).parts
+        self.encoders = components(ctx, clip_ref)
+        self.has = set(self.encoders.getters)
         self.device = ctx.models.device.torch_device()
 
     def ids(self, ids: list[int]) -> Any:
@@ -59,7 +60,7 @@ class _Run:
     def clip(self, role: str, text: str, style: str, penultimate: bool
              ) -> tuple[Any, Any, Any]:
         """(hidden states, pooled output, projected pooled output) of one CLIP."""
-        model, tok = self.parts[role], tokenizer(role)
+        model, tok = self.encoders.part(role), tokenizer(role)
 
         def hidden(chunk: list[int]) -> tuple[Any, Any]:
             out = model.text_model(self.ids(chunk), output_hidden_states=True)
@@ -78,7 +79,7 @@ class _Run:
 
     def t5(self, text: str | None, style: str, tokens: int) -> Any:
         """T5's last hidden state; text None: ComfyUI's no-padding empty prompt (one token)."""
-        model, tok = self.parts[T5], tokenizer(T5)
+        model, tok = self.encoders.part(T5), tokenizer(T5)
 
         def hidden(ids: list[int]) -> Any:
             return model(input_ids=self.ids(ids)).last_hidden_state
@@ -126,7 +127,7 @@ def encode_sd3(ctx, clip_ref: Any, clip_l: str, clip_g: str, t5xxl: str,
     if empty_padding or clip_l or clip_g or not comfy:
         hidden = {}
         for role, text in ((CLIP_L, clip_l), (CLIP_G, clip_g)):
-            if role not in run.parts:
+            if role not in run.has:
                 pooled_parts.append(torch.zeros(1, WIDTHS[role], device=run.device))
                 continue
             z, pooled, projected = run.clip(role, text, style, penultimate=True)
@@ -142,9 +143,9 @@ def encode_sd3(ctx, clip_ref: Any, clip_l: str, clip_g: str, t5xxl: str,
             lg = hidden.get(CLIP_L, torch.zeros(1, seq, WIDTHS[CLIP_L], device=run.device))
             if CLIP_G in hidden:
                 lg = torch.cat([lg, hidden[CLIP_G]], dim=-1)
-            width = run.parts[T5].config.d_model if T5 in run.parts else WIDTHS[T5]
+            width = run.encoders.part(T5).config.d_model if T5 in run.has else WIDTHS[T5]
             out.append(F.pad(lg, (0, width - lg.shape[-1])))
-    if T5 in run.parts:
+    if T5 in run.has:
         no_t5 = comfy and not empty_padding and not t5xxl
         out.append(run.t5(None if no_t5 else t5xxl, style, T5_TOKENS[SD3, style]))
     elif not comfy:  # diffusers' pipeline without T5: zeros in its place

@@ -306,18 +306,26 @@ def load_clip(ctx, named: list[tuple[str, str]], type_: str) -> Any:
 
 @dataclass
 class Encoders:
-    """The live encoders behind a CLIP ref from the loaders, by part; the SD families' code
-    reads them under the names a checkpoint's components have."""
+    """The encoders behind a CLIP ref from the loaders, by part, each asked of the model
+    manager when used (so it is on the device then); the SD families' code reads them under
+    the names a checkpoint's components have."""
 
     family: str
-    parts: dict[str, Any]
+    getters: dict[str, Any]
+
+    def part(self, role: str) -> Any:
+        return self.getters[role]()
+
+    @property
+    def parts(self) -> dict[str, Any]:
+        return {role: get() for role, get in self.getters.items()}
 
     def values(self) -> list[Any]:
         return list(self.parts.values())
 
     @property
     def text_encoder(self) -> Any:
-        return self.parts.get(CLIP_L)
+        return self.part(CLIP_L) if CLIP_L in self.getters else None
 
     @property
     def tokenizer(self) -> Any:
@@ -325,7 +333,8 @@ class Encoders:
 
     @property
     def text_encoder_2(self) -> Any:
-        return self.parts.get(CLIP_G) if self.family in SD_FAMILIES else None
+        return self.part(CLIP_G) if CLIP_G in self.getters and self.family in SD_FAMILIES \
+            else None
 
     @property
     def tokenizer_2(self) -> Any:
@@ -333,8 +342,8 @@ class Encoders:
 
 
 def components(ctx, ref: Any) -> Encoders:
-    """Each part of a loader's CLIP ref, loaded once by the model manager (a file used by
-    several loaders is one model)."""
+    """Each part of a loader's CLIP ref, loaded now and once by the model manager (a file
+    several loaders use is one model)."""
     import torch
 
     from .files import model_key
@@ -343,14 +352,19 @@ def components(ctx, ref: Any) -> Encoders:
     dtype_name = manager.device.dtype
     if ref.patches:
         ctx.log.warning("LoRA on text encoders loaded from their own files is not applied")
-    parts = {}
+    getters = {}
     for role, source, input_name in ref.get("parts", ()):
         path = Path(source)
         plain = ref.family in SD_FAMILIES and role == CLIP_L
         key = model_key(KEY + role + (":plain" if plain else ""), path, dtype_name)
-        parts[role] = manager.get(key, lambda p=path, r=role, i=input_name, b=plain:
-                                  load_encoder(p, r, getattr(torch, dtype_name), i, plain=b))
-    return Encoders(ref.family, parts)
+
+        def get(key=key, p=path, r=role, i=input_name, b=plain):
+            return manager.get(key, lambda: load_encoder(p, r, getattr(torch, dtype_name), i,
+                                                         plain=b))
+
+        get()
+        getters[role] = get
+    return Encoders(ref.family, getters)
 
 
 def _fingerprint(values: dict[str, Any], env: Any, names: tuple[str, ...]) -> Any:
