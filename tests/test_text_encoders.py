@@ -160,6 +160,26 @@ def test_a_file_with_a_stray_or_missing_tensor_is_refused(encoders, executor, tm
         assert not r.ok and "clip_name" in msg and name in msg and says in msg, msg
 
 
+def test_t5_in_fp16_keeps_its_output_projection_in_fp32(encoders):
+    """As transformers does (T5's feed-forward output overflows fp16); fp8 ones too."""
+    from nodes.diffusion.text_encoders import load_encoder
+
+    root = encoders[0] / "text_encoders"
+    for name in ("t5xxl.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors"):
+        model = load_encoder(root / name, "t5", torch.float16, "clip_name")
+        ff = model.encoder.block[0].layer[1].DenseReluDense
+        assert ff.wo.weight.dtype == torch.float32 and ff.wi_0.weight.dtype == torch.float16
+        out = model(input_ids=torch.tensor([[3, 9, 1712, 1]])).last_hidden_state
+        assert out.dtype == torch.float16 and torch.isfinite(out).all()
+
+
+def test_a1111_weighting_is_refused_for_the_flow_families(executor):
+    g = _flux_graph(style="comfyui")
+    g.add("text_encode", "plain", clip=OutRef("te", "clip"), text=PROMPT, weighting="a1111")
+    r = executor.run(g, targets=["plain"])
+    assert not r.ok and "comfyui for flux" in r.failures["plain"].message
+
+
 def test_loader_types_name_what_they_need(executor):
     g = Graph()
     g.add("load_dual_text_encoders", "te", clip_name1="clip_l.safetensors",
