@@ -4,6 +4,7 @@ and the Flux / SD3.5 encodings, against transformers' models and diffusers' pipe
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -178,6 +179,22 @@ def test_a1111_weighting_is_refused_for_the_flow_families(executor):
     g.add("text_encode", "plain", clip=OutRef("te", "clip"), text=PROMPT, weighting="a1111")
     r = executor.run(g, targets=["plain"])
     assert not r.ok and "comfyui for flux" in r.failures["plain"].message
+
+
+def test_loom_models_tells_each_text_encoder_file(encoders):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, LOOM_MODELS="")
+    r = subprocess.run([sys.executable, "-m", "app.cli", "models", "--models",
+                        str(encoders[0]), "--json"], capture_output=True, text=True,
+                       env=env, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    got = {x["name"]: x["family"] for x in json.loads(r.stdout)
+           if x["kind"] == "text_encoders"}
+    assert got["clip_l.safetensors"] == "clip_l 32 float16"
+    assert got["t5xxl_fp8_e4m3fn_scaled.safetensors"] == "t5 128 float8_e4m3fn scaled"
 
 
 def test_loader_types_name_what_they_need(executor):

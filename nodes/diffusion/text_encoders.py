@@ -53,6 +53,17 @@ def read_kind(path: Path, input_name: str) -> Header:
                      hint="its tensor names match none of these layouts")
 
 
+def describe(path: Path) -> str:
+    """What `loom models` says of a text encoder file: its part, width and storage."""
+    w = open_weights(path)
+    head = read_kind(path, "clip_name")
+    role = roles([head], ["clip_name"], [path.name])[0]
+    sample = next(k for k in (_T5_Q, "text_model.encoder.layers.0.mlp.fc1.weight",
+                              "transformer.resblocks.0.mlp.c_fc.weight") if k in w)
+    scaled = " scaled" if "scaled_fp8" in w else ""
+    return f"{role} {head.width} {w.dtype(sample)}{scaled}"
+
+
 def _count(keys: Any, pattern: str) -> int:
     found = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
     return max(found) + 1 if found else 0
