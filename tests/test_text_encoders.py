@@ -376,6 +376,10 @@ def test_fp8_copies_encode_close_to_fp16(encoders, executor):
         for a, b in ((cond.embeds, ref.embeds), (cond.pooled, ref.pooled)):
             rel = ((a - b).abs().max() / b.abs().max()).item()
             assert 0 < rel < 0.12, (variant, rel)
+    sizes = {k.split(":")[2].rsplit("/", 1)[1]: v["bytes"]
+             for k, v in executor.models.summary()["loaded"].items()}
+    # the manager counts the fp8 bytes held (norms and biases stay in the compute dtype)
+    assert sizes["t5xxl_fp8_e4m3fn.safetensors"] < 0.3 * sizes["t5xxl.safetensors"]
 
 
 COMFY_FLUX = {

@@ -8,6 +8,7 @@ compute dtype one weight at a time when used (ComfyUI's scaled fp8: times its sc
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -22,6 +23,7 @@ from .loading import CONFIGS, quiet, tokenizer_from
 from .weights import assign, build, open_weights
 
 CLIP_L, CLIP_G, T5 = "clip_l", "clip_g", "t5"
+CLIP = "clip"  # a CLIP file before its part is known
 HEAD_DIM = 64  # CLIP's and T5 v1.1's released head width
 T5_VOCAB = CONFIGS / "tokenizers" / "t5"
 _CLIP_TOKEN = "text_model.embeddings.token_embedding.weight"
@@ -35,20 +37,19 @@ _OPEN_CLIP = "transformer.resblocks.0.attn.in_proj_weight"
 class Header:
     """What a text-encoder file is, from its header alone."""
 
-    kind: str  # "clip" or T5
+    kind: str  # CLIP or T5
     width: int
-    projection: bool  # a CLIP with text_projection
 
 
 def read_kind(path: Path, input_name: str) -> Header:
     w = open_weights(path, input_name)
     keys = set(w)
     if _OPEN_CLIP in keys:
-        return Header("clip", w.shape("token_embedding.weight")[1], "text_projection" in keys)
+        return Header(CLIP, w.shape("token_embedding.weight")[1])
     if _CLIP_TOKEN in keys:
-        return Header("clip", w.shape(_CLIP_TOKEN)[1], "text_projection.weight" in keys)
+        return Header(CLIP, w.shape(_CLIP_TOKEN)[1])
     if _T5_Q in keys:
-        return Header(T5, w.shape(_T5_Q)[1], False)
+        return Header(T5, w.shape(_T5_Q)[1])
     raise InputError(input_name, "a CLIP-L, CLIP-G or T5 text encoder file", path.name,
                      hint="its tensor names match none of these layouts")
 
@@ -140,12 +141,16 @@ def load_encoder(path: Path, role: str, dtype: Any, input_name: str, plain: bool
     quiet()
     w = open_weights(path, input_name)
     what = f"a complete {role} text encoder"
-    state: dict[str, Any] = {k: w[k] for k in w if not _IGNORED.match(k)}
-    if _OPEN_CLIP in state:
-        state = from_open_clip(state)
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
-    scales = {k[:-len(".scale_weight")]: state.pop(k) for k in list(state)
+    if _OPEN_CLIP in w:  # q, k and v are fused: converted in memory
+        tensors = from_open_clip({k: w[k] for k in w})
+        source = _Source(tensors, lambda k: tuple(tensors[k].shape),
+                         lambda k: str(tensors[k].dtype).removeprefix("torch."))
+    else:  # read one tensor at a time, as assign casts and places it
+        source = _Source(w, w.shape, w.dtype)
+    names = {k: k for k in source.data if not _IGNORED.match(k)}  # module name -> file's
+    scales = {k[:-len(".scale_weight")]: source.data[names.pop(k)] for k in list(names)
               if k.endswith(".scale_weight")}
+    shapes = {k: source.shape(v) for k, v in names.items()}
     try:
         if role == T5:
             from transformers import T5EncoderModel
@@ -153,28 +158,28 @@ def load_encoder(path: Path, role: str, dtype: Any, input_name: str, plain: bool
             config = t5_config(shapes)
             model = build(lambda: T5EncoderModel(config))
             model.encoder.embed_tokens = model.shared  # one embedding, however it is saved
-            if "shared.weight" not in state:
-                state["shared.weight"] = state.pop("encoder.embed_tokens.weight")
-            state.pop("encoder.embed_tokens.weight", None)
+            alias = names.pop("encoder.embed_tokens.weight", None)
+            names.setdefault("shared.weight", alias)
         else:
             from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
             config = clip_config(shapes, role)
-            if "text_projection.weight" not in state and role == CLIP_G:
+            if "text_projection.weight" not in names and role == CLIP_G:
                 raise InputError(input_name, what, path.name,
                                  hint="a CLIP-G without its text_projection")
             if plain:  # transformers' CLIPTextModel has no text_model level of its own
-                state.pop("text_projection.weight", None)
-                state = {k.removeprefix("text_model."): v for k, v in state.items()}
+                names.pop("text_projection.weight", None)
+                names = {k.removeprefix("text_model."): v for k, v in names.items()}
                 model = build(lambda: CLIPTextModel(config))
             else:
                 model = build(lambda: CLIPTextModelWithProjection(config))
-                if "text_projection.weight" not in state:
+                if "text_projection.weight" not in names:
                     model.text_projection = torch.nn.Identity()
     except KeyError as exc:
         raise InputError(input_name, what, path.name,
                          hint=f"{exc.args[0]} is missing") from None
-    fp8 = {k for k in state if state[k].dtype in (torch.float8_e4m3fn, torch.float8_e5m2)}
+    state = _View(source.data, names)
+    fp8 = {k for k, v in names.items() if source.dtype(v).startswith("float8")}
     unexpected = assign(model, state, dtype, input_name, what, path.name,
                         keep=fp8.__contains__)
     if unexpected:
@@ -187,6 +192,31 @@ def load_encoder(path: Path, role: str, dtype: Any, input_name: str, plain: bool
                 mod.float()
     widen_fp8(model, dtype, scales)
     return model
+
+
+@dataclass
+class _Source:
+    """A file's tensors (lazily, or converted in memory), with their shapes and dtypes."""
+
+    data: Any
+    shape: Any
+    dtype: Any
+
+
+class _View(Mapping[str, Any]):
+    """The source's tensors under the module's names (read when asked for)."""
+
+    def __init__(self, data: Any, names: dict[str, str]):
+        self.data, self.names = data, names
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[self.names[key]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 def widen_fp8(model: Any, dtype: Any, scales: dict[str, Any]) -> None:
@@ -228,7 +258,7 @@ def _widen() -> Any:
 def roles(headers: list[Header], input_names: list[str], names: list[str]) -> list[str]:
     """Each file's part: T5, or CLIP-L / CLIP-G: of two CLIPs the wider is G; one alone is
     G when it is wider than the released CLIP-L (768)."""
-    clips = [h.width for h in headers if h.kind == "clip"]
+    clips = [h.width for h in headers if h.kind == CLIP]
     out = []
     for h in headers:
         if h.kind == T5:
