@@ -197,6 +197,15 @@ def test_loom_models_tells_each_text_encoder_file(encoders):
     assert got["t5xxl_fp8_e4m3fn_scaled.safetensors"] == "t5 128 float8_e4m3fn scaled"
 
 
+def test_an_sd_clip_in_a_flux_encoder_is_refused_by_name(executor):
+    g = Graph()
+    te = g.add("load_text_encoder", "te", clip_name="clip_l.safetensors",
+               clip_type="stable_diffusion")
+    g.add("text_encode_flux", "pos", clip=te["clip"], clip_l="a", t5xxl="a")
+    msg = executor.run(g, targets=["pos"]).failures["pos"].message
+    assert "input 'clip'" in msg and "flux" in msg and "sd15" in msg, msg
+
+
 def test_loader_types_name_what_they_need(executor):
     g = Graph()
     g.add("load_dual_text_encoders", "te", clip_name1="clip_l.safetensors",

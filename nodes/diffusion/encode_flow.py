@@ -33,9 +33,12 @@ def is_flow(clip_ref: Any) -> bool:
     return clip_ref.key.startswith(KEY) and clip_ref.family in (FLUX, SD3)
 
 
-def _check_style(style: str) -> None:
+def _check(style: str, **texts: Any) -> None:
     if style not in STYLES:
         raise InputError("style", f"one of {', '.join(STYLES)}", style)
+    for name, text in texts.items():
+        if not isinstance(text, str):
+            raise InputError(name, "text", text)
 
 
 class _Run:
@@ -44,7 +47,8 @@ class _Run:
     def __init__(self, ctx, clip_ref: Any, family: str, node: str):
         if not is_flow(clip_ref) or clip_ref.family != family:
             raise InputError("clip", f"the text encoders of a {family} model (Load Dual / "
-                             f"Triple Text Encoders, type {family})", clip_ref.family or "?",
+                             f"Triple Text Encoders, clip_type {family})",
+                             clip_ref.family or "?",
                              hint=f"{node} encodes for {family} only")
         self.ctx = ctx
         self.encoders = components(ctx, clip_ref)
@@ -107,7 +111,7 @@ def _conditioning(embeds: Any, pooled: Any, extra: dict | None) -> Conditioning:
 
 def encode_flux(ctx, clip_ref: Any, clip_l: str, t5xxl: str, style: str = "comfyui",
                 extra: dict | None = None, node: str = "Text Encode Flux") -> Conditioning:
-    _check_style(style)
+    _check(style, clip_l=clip_l, t5xxl=t5xxl)
     run = _Run(ctx, clip_ref, FLUX, node)
     _, pooled, _ = run.clip(CLIP_L, clip_l, style, penultimate=False)
     return _conditioning(run.t5(t5xxl, style, T5_TOKENS[FLUX, style]), pooled, extra)
@@ -120,7 +124,7 @@ def encode_sd3(ctx, clip_ref: Any, clip_l: str, clip_g: str, t5xxl: str,
     import torch
     import torch.nn.functional as F
 
-    _check_style(style)
+    _check(style, clip_l=clip_l, clip_g=clip_g, t5xxl=t5xxl)
     run = _Run(ctx, clip_ref, SD3, node)
     comfy = style == "comfyui"
     out, pooled_parts = [], []
