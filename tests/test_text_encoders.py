@@ -418,6 +418,14 @@ def test_comfyui_text_encoding_subgraphs_convert_validate_and_run(doc, executor,
                                                                   builtin_registry):
     graph, report = convert(doc, registry=builtin_registry)
     assert not report.placeholders and not report.values, report
+    from engine.comfyui.export import to_api
+
+    back = to_api(graph)  # and `loom export` writes the same ComfyUI nodes back
+    assert {k: (v["class_type"], v["inputs"]) for k, v in back.items()} == {
+        k: (v["class_type"], {**v["inputs"], **({"device": "default"} if "Loader" in
+                                                  v["class_type"] and "type" in v["inputs"]
+                                                  else {})})
+        for k, v in doc.items()}
     targets = ["2", "3", "4"] if doc is COMFY_FLUX else ["2", "4"]
     assert not [p for p in validate(graph, targets) if p.severity == "error"]
     r = executor.run(graph, targets=targets)
