@@ -519,6 +519,10 @@ def _family(kind: str, path: Path) -> str | None:
             if path.is_dir():
                 return family_of_folder(path)
             return detect_family(header_shapes(path)) if path.suffix == ".safetensors" else None
+        if kind in ("text_encoders", "clip"):
+            from nodes.diffusion.text_encoders import describe
+
+            return describe(path)
     except Exception:
         return None
     return None

@@ -149,6 +149,15 @@ WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
 weight_dtype = _name({n: n for n in WEIGHT_DTYPES}, {}, "weight dtype", "default")
 
 
+def clip_type(*known: str) -> Callable[[Any], Any]:
+    """A CLIPLoader's type: Loom reads the types of the families it runs."""
+    def conv(v: Any) -> Any:
+        if v in known:
+            return v
+        raise Lossy(known[0], f"Loom has no text encoders of type {v!r}; using {known[0]!r}")
+    return conv
+
+
 def vae_family(v: Any) -> Any:
     return v
 
@@ -188,6 +197,26 @@ MAPPING: dict[str, Map] = {
                               inputs={"model_name": "upscale_model_name"},
                               outputs=("upscale_model",), values={"model_name": model_name},
                               title="Load Upscale Model"),
+    # text encoders from their own files
+    "CLIPLoader": Map("load_text_encoder", ("clip_name", "type", "|", "device"),
+                      inputs={"type": "clip_type"}, outputs=("clip",),
+                      values={"clip_name": model_name,
+                              "type": clip_type("stable_diffusion", "sd3")},
+                      ignore={"device": "default"}, title="Load CLIP"),
+    "DualCLIPLoader": Map("load_dual_text_encoders", ("clip_name1", "clip_name2", "type", "|",
+                                                      "device"),
+                          inputs={"type": "clip_type"}, outputs=("clip",),
+                          values={"clip_name1": model_name, "clip_name2": model_name,
+                                  "type": clip_type("flux", "sdxl", "sd3")},
+                          ignore={"device": "default"}, title="DualCLIPLoader"),
+    "TripleCLIPLoader": Map("load_triple_text_encoders",
+                            ("clip_name1", "clip_name2", "clip_name3"), outputs=("clip",),
+                            values={"clip_name1": model_name, "clip_name2": model_name,
+                                    "clip_name3": model_name}, title="TripleCLIPLoader"),
+    "CLIPTextEncodeFlux": Map("text_encode_flux", ("clip_l", "t5xxl", "guidance"),
+                              outputs=("conditioning",), title="CLIPTextEncodeFlux"),
+    "CLIPTextEncodeSD3": Map("text_encode_sd3", ("clip_l", "clip_g", "t5xxl", "empty_padding"),
+                             outputs=("conditioning",), title="CLIPTextEncodeSD3"),
     # conditioning
     "CLIPSetLastLayer": Map("clip_set_last_layer", ("stop_at_clip_layer",), outputs=("clip",),
                             title="CLIP Set Last Layer"),
@@ -377,8 +406,6 @@ KNOWN_MISSING = {
     "unCLIPCheckpointLoader": "Loom has no unCLIP nodes yet",
     "GLIGENLoader": "Loom has no GLIGEN nodes yet",
     "GLIGENTextBoxApply": "Loom has no GLIGEN nodes yet",
-    "CLIPLoader": "Loom loads text encoders from checkpoints only",
-    "DualCLIPLoader": "Loom loads text encoders from checkpoints only",
 }
 
 

@@ -1,4 +1,4 @@
-"""Stable Diffusion 1.x / 2.x / SDXL: loaders, text encoding, sampling, VAE."""
+"""Diffusion: SD 1.x / 2.x / SDXL and Flux.1 loaders, text encoders, sampling, VAE."""
 
 from engine.registry import Registry
 
@@ -7,24 +7,35 @@ from . import (
     controlnet,
     custom_sampling,
     flow_nodes,
+    encode_flow,
     inpaint,
     latent_batch,
     lora,
     memory,
     models,
     sampling,
+    text_encoders,
     vae,
 )
-from .files import CHECKPOINTS, DIFFUSERS, DIFFUSION_MODELS, LORAS, VAES
+from .files import (
+    CHECKPOINTS,
+    CLIP_FILES,
+    DIFFUSERS,
+    DIFFUSION_MODELS,
+    LORAS,
+    TEXT_ENCODERS,
+    VAES,
+)
 
 NODES = (*models.NODES, *lora.NODES, *controlnet.NODES, *conditioning.NODES, *sampling.NODES,
          *custom_sampling.NODES, *vae.NODES, *inpaint.NODES, *latent_batch.NODES,
-         *flow_nodes.NODES)
+         *flow_nodes.NODES, *text_encoders.NODES, *encode_flow.NODES)
 
 
 def register(registry: Registry) -> None:
     registry.add_link_type(controlnet.CONTROL_NET)
-    for kind in (CHECKPOINTS, DIFFUSERS, LORAS, VAES, controlnet.CONTROLNETS, DIFFUSION_MODELS):
+    for kind in (CHECKPOINTS, DIFFUSERS, LORAS, VAES, controlnet.CONTROLNETS, DIFFUSION_MODELS,
+                 TEXT_ENCODERS, CLIP_FILES):
         registry.add_model_kind(kind)
     registry.register_all(NODES)
     memory.register(registry)

@@ -10,9 +10,9 @@ from engine.types import T
 from engine.values import Conditioning
 
 from .arch import Arch
+from .encode_flow import encode_text, is_flow
 from .models import components
-from .prompt import apply_weights, chunks, tokenize_weighted
-from .prompt_comfy import apply_weights_comfy, chunks_comfy, empty_chunk, tokenize_comfy
+from .prompt_comfy import encode_chunks
 
 WEIGHTINGS = ("comfyui", "a1111")
 
@@ -25,6 +25,8 @@ def encode(ctx, clip_ref, text: str, clip_skip: int = 0, text_2: str | None = No
 
     if weighting not in WEIGHTINGS:
         raise InputError("weighting", f"one of {', '.join(WEIGHTINGS)}", weighting)
+    if is_flow(clip_ref):
+        return encode_text(ctx, clip_ref, text, weighting, extra)
     comps = components(ctx, clip_ref)
     device = ctx.models.device.torch_device()
     encoders = [(comps.tokenizer, comps.text_encoder)]
@@ -47,22 +49,10 @@ def encode(ctx, clip_ref, text: str, clip_skip: int = 0, text_2: str | None = No
                 return norm(out.hidden_states[-(1 + clip_skip)]), None
             return out[0], None
 
-        if weighting == "comfyui":
-            pieces = chunks_comfy(tokenizer, tokenize_comfy(tokenizer, prompt,
-                                                             warn=ctx.log.warning))
-            weighted = any(w != 1.0 for _, ws in pieces for w in ws)
-            z_empty = hidden(empty_chunk(tokenizer))[0] if weighted else None
-        else:
-            ids, weights = tokenize_weighted(tokenizer, prompt, warn=ctx.log.warning)
-            pieces = chunks(tokenizer, ids, weights)
-        parts = []
-        for n, (chunk_ids, chunk_w) in enumerate(pieces):
-            z, pool = hidden(chunk_ids)
-            if n == 0 and encoder is comps.text_encoder_2:
-                pooled = pool  # text_embeds of the projection model
-            parts.append(apply_weights_comfy(z, chunk_w, z_empty) if weighting == "comfyui"
-                         else apply_weights(z, chunk_w))
-        per_encoder.append(torch.cat(parts, dim=1))
+        z, pool = encode_chunks(tokenizer, prompt, hidden, weighting, warn=ctx.log.warning)
+        if encoder is comps.text_encoder_2:
+            pooled = pool  # text_embeds of the projection model (its first chunk)
+        per_encoder.append(z)
     embeds = torch.cat(per_encoder, dim=-1) if len(per_encoder) > 1 else per_encoder[0]
     return Conditioning(embeds=embeds.float().cpu(),
                         pooled=pooled.float().cpu() if pooled is not None else None,

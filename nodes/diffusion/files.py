@@ -17,6 +17,12 @@ LORAS = ModelKind("loras", comfyui_keys=("loras",))
 VAES = ModelKind("vae", comfyui_keys=("vae",))
 DIFFUSION_MODELS = ModelKind("diffusion_models", comfyui_keys=("unet", "diffusion_models"),
                              description="a denoising model alone (UNet)")
+TEXT_ENCODERS = ModelKind("text_encoders", comfyui_keys=("text_encoders", "clip"),
+                          with_kinds=("clip",),
+                          description="text encoders alone: CLIP-L, CLIP-G, T5 (a picker "
+                          "also lists clip/)")
+CLIP_FILES = ModelKind("clip", comfyui_keys=("clip",),
+                       description="text encoders alone (ComfyUI's older folder name)")
 
 
 def find(ctx, kind: ModelKind, name: str, input_name: str) -> Path:

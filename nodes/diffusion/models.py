@@ -35,6 +35,10 @@ def components(ctx, ref: ModelRef) -> Any:
             comps.unet = torch.compile(comps.unet)
         return comps
 
+    if ref.key.startswith("tenc:"):  # text encoders from their own files
+        from .text_encoders import components as text_encoders
+
+        return text_encoders(ctx, ref)
     if ref.key.startswith("vae:"):
         return manager.get(ref.key, lambda: _load_vae(Path(ref.source), ref.family, choice))
     if ref.key.startswith("unet:"):

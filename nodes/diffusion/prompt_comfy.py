@@ -155,3 +155,31 @@ def apply_weights_comfy(z: Any, weights: list[float], z_empty: Any) -> Any:
         return z
     w = torch.tensor(weights, dtype=z.dtype, device=z.device).view(1, -1, 1)
     return torch.where(w == 1.0, z, (z - z_empty) * w + z_empty)
+
+
+def encode_chunks(tokenizer: Any, prompt: str, hidden: Callable[[list[int]], tuple[Any, Any]],
+                  weighting: str = "comfyui", warn: Callable[[str], Any] | None = None
+                  ) -> tuple[Any, Any]:
+    """A prompt through one CLIP in 77-token chunks, weighted ComfyUI's or A1111's way:
+    the chunks' hidden states concatenated, and the first chunk's pooled output.
+    `hidden(ids)` encodes one chunk: (hidden states, pooled)."""
+    import torch
+
+    from .prompt import apply_weights, chunks, tokenize_weighted
+
+    z_empty = None
+    if weighting == "comfyui":
+        pieces = chunks_comfy(tokenizer, tokenize_comfy(tokenizer, prompt, warn=warn))
+        if any(w != 1.0 for _, ws in pieces for w in ws):
+            z_empty = hidden(empty_chunk(tokenizer))[0]
+    else:
+        ids, weights = tokenize_weighted(tokenizer, prompt, warn=warn)
+        pieces = chunks(tokenizer, ids, weights)
+    parts, first = [], None
+    for n, (chunk_ids, chunk_w) in enumerate(pieces):
+        z, pool = hidden(chunk_ids)
+        if n == 0:
+            first = pool
+        parts.append(apply_weights_comfy(z, chunk_w, z_empty) if weighting == "comfyui"
+                     else apply_weights(z, chunk_w))
+    return torch.cat(parts, dim=1), first
