@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from comfyref import needs_reference, schedules  # ComfyUI 0.33's own numbers
+from PIL import Image
 
 from engine import Executor, Graph
 from engine.errors import InputError
@@ -387,39 +389,55 @@ def test_flux_fill_reads_the_mask_and_masked_image(tmp_path):
 COMFY = ROOT / "tests" / "data" / "comfyui"
 
 
+@pytest.fixture(scope="module")
+def flux_with_encoders(tmp_path_factory):
+    """A tiny Flux whose text widths are the tiny T5's and CLIP-L's, beside those encoders'
+    files (ComfyUI's names) and ae.safetensors: a template's every node runs."""
+    from testing.flux import build_flux
+    from testing.text_encoders import tiny_configs, write_text_encoders
+
+    root = tmp_path_factory.mktemp("flux-te")
+    configs = tiny_configs()
+    build_flux(root, joint_attention_dim=configs["t5"].d_model,
+               pooled_projection_dim=configs["clip_l"].hidden_size)
+    write_text_encoders(root)
+    return root
+
+
 @pytest.mark.parametrize("name", ["flux_dev_api", "flux_schnell_api"])
-def test_comfyui_flux_templates_convert_validate_and_run(name, flux_models, executor,
-                                                         registry, tmp_path):
-    """The templates' own nodes map (only the text encoders, another part, stay
-    placeholders); with the tiny model and a test conditioning in the encoders' place the
-    converted graph runs."""
+def test_comfyui_flux_templates_convert_validate_and_run(name, flux_with_encoders, registry,
+                                                         tmp_path):
+    """The templates convert with no placeholder, keep UNETLoader's weight dtype, and (with
+    the file names pointed at the tiny files) run as they are: DualCLIPLoader's T5 and
+    CLIP-L, Flux's encoding, the sampler and the VAE, to one saved image."""
     from engine import validate
     from engine.comfyui import convert
+    from engine.modelpaths import ModelFolders
+    from engine.runtime.models import ModelManager
 
     doc = json.loads((COMFY / f"{name}.json").read_text())
     graph, report = convert(doc, registry=registry)
-    assert set(report.placeholders) == {"DualCLIPLoader"} and not report.values
-    errors = [p for p in validate(graph) if p.severity == "error"]
-    assert {p.node for p in errors} <= {"11", "6"}, errors
+    assert not report.placeholders and not report.values, report
     assert graph.node("12").params.get("weight_dtype", "default") == \
         doc["12"]["inputs"]["weight_dtype"]
     doc["12"]["inputs"]["unet_name"] = "tiny-flux.safetensors"
+    doc["11"]["inputs"].update(clip_name1="t5xxl.safetensors", clip_name2="clip_l.safetensors")
     doc["27"]["inputs"].update(width=64, height=64)
     for entry in doc.values():
         if "steps" in entry["inputs"]:
             entry["inputs"]["steps"] = 3
     graph, _ = convert(doc, registry=registry)
-    graph.remove("11")
-    graph.remove("6")
-    graph.add("tiny_flux_prompt", "6", seed=1)
-    for dst, entry in doc.items():
-        for inp, v in entry["inputs"].items():
-            if isinstance(v, list) and v[0] == "6":
-                graph.connect(("6", "conditioning"), (dst, inp))
+    executor = Executor(models=ModelManager(paths=ModelFolders([flux_with_encoders],
+                                                               use_env=False,
+                                                               use_config=False)))
+    errors = [p for p in validate(graph) if p.severity == "error"]
+    assert not errors, errors
     executor.output_dir = tmp_path
     r = executor.run(graph, ["9"])
     assert r.ok, r.failures
     assert len(r.files) == 1 and Path(r.files[0]).parent == tmp_path
+    image = np.asarray(Image.open(r.files[0]))
+    assert image.shape == (64, 64, 3) and image.std() > 1  # a picture, not a flat fill
 
 
 def test_loom_models_names_the_flux_files(flux_models):

@@ -53,7 +53,12 @@ def measure(tmp_path, graph, folders, warmup, target=None):
         cmd += ["--target", target]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
                        env={"LOOM_DEVICE": "cpu", "LOOM_DTYPE": "fp32", "PATH": "/usr/bin:/bin",
-                            "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
+                            "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2",
+                            # glibc otherwise keeps freed heap by a dynamic threshold, and the
+                            # same graph's peak RSS varied by +-25% run to run (419-570 MB
+                            # at 256^2, against 371-375 MB with the threshold fixed): measure
+                            # the memory the graph's tensors hold
+                            "MALLOC_MMAP_THRESHOLD_": str(1 << 20)})
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["ok"]
@@ -103,12 +108,17 @@ def test_run_started_carries_the_estimates_and_validate_prints_them(tmp_path, ti
     assert "memory: s (sampler): about" in val.stdout
     assert "memory: peak about" in val.stdout
 
-    # a batch of 16 at 4096²: the sampler's working memory exceeds this machine's
+    # a batch of 16 at 4096² in float32: the sampler's working memory (about 29.5 GiB)
+    # exceeds this machine's (CI's has 24 GiB)
+    from engine.runtime.plan import device_memory
+
+    if (device_memory("cpu") or 0) > 28 << 30:
+        return
     big = tmp_path / "big.json"
     big.write_text(workflow.dumps(txt2img("tiny-sd15.safetensors", 4096, 16)))
     val = subprocess.run([sys.executable, "-m", "app.cli", "validate", str(big), "--models",
                           str(tiny_models), "--json"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300, env=env)
+                         cwd=ROOT, timeout=300, env={**env, "LOOM_DTYPE": "fp32"})
     assert val.returncode == 0, val.stderr  # a warning, not an error
     (warning,) = [p for p in json.loads(val.stdout) if p["code"] == "memory"]
     assert warning["severity"] == "warning"
@@ -141,7 +151,10 @@ def test_estimates_follow_the_dtype_and_tiling(tiny_models):
     half = Executor(models=ModelManager(DeviceChoice("cpu", "bfloat16", "bfloat16"),
                                         paths=folders)).memory(g)
     assert half.nodes["ck"].weights < 0.6 * fp32.nodes["ck"].weights
-    assert half.nodes["s"].activations * 2 == pytest.approx(fp32.nodes["s"].activations, 0.01)
+    from nodes.diffusion.memory import SAMPLER_FIXED  # the sampler's size-free bytes
+
+    assert (half.nodes["s"].activations - SAMPLER_FIXED) * 2 == pytest.approx(
+        fp32.nodes["s"].activations - SAMPLER_FIXED, 0.01)
     g.set_param("d", "tiled", True)
     tiled = Executor(models=ModelManager(CPU, paths=folders)).memory(g)
     assert tiled.nodes["d"].activations < 0.5 * fp32.nodes["d"].activations

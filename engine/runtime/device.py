@@ -65,12 +65,12 @@ def choose(device: str | None = None, dtype: str | None = None, *,
     return DeviceChoice(device, dtype, vae, channels_last, compile)
 
 
-# bf16 is the CPU default only where it is both faster and close; the bar: a UNet step at
-# least 1.2x faster than fp32 and the decoded 8-bit image within 3 levels on average.
-# Measured on an avx512_bf16 CPU (full-size SD 1.5 architecture, random weights, 256^2): a UNet
-# step 1.5x faster (14-22 s against 22-29 s, batch 2, a busy 2-core machine), the whole
-# graph 1.37x (bench/loading.py: 106 s against 146 s, 3.2 against 5.4 GiB peak), the image
-# 0.01 levels apart on average (max 1), the UNet's output 1.0% apart (mean relative).
+# bf16 is the CPU default only where it is both faster and close; the bar: a denoiser step
+# at least 1.2x faster than fp32 and the decoded 8-bit image within 3 levels on average.
+# Measured on an avx512_bf16 CPU (full-size SD 1.5 architecture, random weights, 256^2): a
+# denoiser step 1.5x faster (14-22 s against 22-29 s, batch 2, a busy 2-core machine), the
+# whole graph 1.37x (bench/loading.py: 106 s against 146 s, 3.2 against 5.4 GiB peak), the
+# image 0.01 levels apart on average (max 1), the denoiser's output 1.0% apart (mean relative).
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

@@ -4,8 +4,12 @@ requested latent size and batch.
 
 The activation constants are measured, not derived: peak RSS above the weights while each
 node ran on CPU in float32, on a mid-size SD 1.5-shaped model (testing/midsize.py) at 256²
-to 768², batch 1 and 4; tests/test_memory_estimates.py holds the estimates to ±25% of
-measured peaks. In floats per pixel of the stage's resolution, per image in the batch:"""
+to 768², batch 1 and 4, with glibc's mmap threshold fixed (MALLOC_MMAP_THRESHOLD_=1 MiB):
+with its default dynamic threshold, freed heap kept by the allocator moved the same graph's
+peak by +-25% from run to run, so the constants count the memory tensors hold and a real
+run's RSS can sit up to a quarter above. tests/test_memory_estimates.py holds the estimates
+to ±25% of measured peaks. In floats per pixel of the stage's resolution, per image in the
+batch (the sampler's constants fitted to 256²..768² at batch 2 and 4 within 6%):"""
 
 from __future__ import annotations
 
@@ -23,11 +27,12 @@ from .files import CHECKPOINTS, DIFFUSERS, DIFFUSION_MODELS, VAES
 from .loading import CONFIGS
 from .vae import TILE_PIXELS
 
-UNET_ATTENTION = 40.0  # x channels, at a resolution level with attention (transformer blocks)
+UNET_ATTENTION = 26.0  # x channels, at a resolution level with attention (transformer blocks)
 UNET_RESNET = 4.0  # x channels, at a level of resnets only (as in the VAE's decoder)
 VAE_DECODE = 4.0  # x the widest of the decoder's two top levels' channels, at image size
 VAE_ENCODE = 4.0  # x the encoder's first level's channels, at image size
 TEXT = 16.0  # x the encoder's width, per token (77 tokens)
+SAMPLER_FIXED = 8 << 20  # bytes a sampler holds whatever the size (noise, schedule, buffers)
 TILE = 512  # pixels per side of a tiled decode's tile (diffusers' default for SD VAEs)
 
 _SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
@@ -186,7 +191,7 @@ def sampler(values: dict[str, Any], inputs: dict[str, Any], env: EstimateEnv) ->
     if shape and unet:
         guided = float(values.get("cfg", 7.0)) > 1.0 and "negative" in inputs
         est.activations = unet_activations(unet, shape, shape[0] * (2 if guided else 1),
-                                           env.bytes_per())
+                                           env.bytes_per()) + SAMPLER_FIXED
     return est
 
 
