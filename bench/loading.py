@@ -48,7 +48,9 @@ model = 0
 import torch
 from pathlib import Path
 from nodes.diffusion.loading import load_components
-import diffusers.models, transformers.models.clip  # imports are not the load
+# imports are not the load: the same modules diffusers' child imports before its clock
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+import diffusers.schedulers, nodes.diffusion.loading, nodes.diffusion.weights
 t = time.perf_counter(); base = rss()
 comps = load_components(Path(sys.argv[1]), getattr(torch, sys.argv[2]))
 s = time.perf_counter() - t
